@@ -1,0 +1,112 @@
+"""The ``cifake`` command line, and the error handling every stage script shares.
+
+Exit status: 0 all done; 1 a fatal error (nothing written); 2 a usage error;
+3 finished, but some input files were skipped (listed on stderr and in the
+errors file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+# The shipped weights live in the repository (the package is installed editable from it).
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pretrained" / "cifake-robust.keras"
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from cifake.config import ConfigError
+    from cifake.data import DataError, ImageError
+    from cifake.model import ModelLoadError
+    from cifake.predict import PredictError
+    from cifake.tracking import TrackingError
+
+    return (ConfigError, DataError, ImageError, ModelLoadError, PredictError, TrackingError)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run_stage(main: Callable[[], int | None]) -> None:
+    """Run a stage's ``main``; turn the project's known errors into one clear line and exit 1."""
+    _setup_logging()
+    try:
+        code = main()
+    except _known_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FATAL)
+    sys.exit(code or EXIT_OK)
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be in (0, 1), got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cifake", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify every image under a folder and write a CSV")
+    p.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="CSV to write (Image Name, Predicted Label)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
+    p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--labels", type=Path, default=None, help="optional CSV (Image Name, Label) to score against")
+
+    v = sub.add_parser("check-params", help="validate params.yaml and print it")
+    v.add_argument("path", type=Path, nargs="?", default=Path("params.yaml"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        if args.command == "check-params":
+            from cifake.config import load_params
+
+            print(load_params(args.path).model_dump_json(indent=2))
+            return EXIT_OK
+        return _predict(args)
+    except _known_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cifake.model import load_model
+    from cifake.predict import predict_folder, score_csv
+
+    model = load_model(args.model)
+    summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size)
+    print(summary.describe(), file=sys.stderr)
+    if args.labels is not None:
+        scores = score_csv(args.output, args.labels)
+        print(
+            f"scored against {args.labels}: accuracy {scores['accuracy']:.4f} "
+            f"(95% CI {scores['accuracy_ci95_low']:.4f}-{scores['accuracy_ci95_high']:.4f}), "
+            f"precision {scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f} "
+            f"on {scores['n']} images",
+            file=sys.stderr,
+        )
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

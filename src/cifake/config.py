@@ -1,0 +1,157 @@
+"""The one validated view of ``params.yaml``.
+
+Every stage and the CLI read their settings through :func:`load_params`, so a
+missing key, a wrong type or a value out of range is reported once, naming the
+key and what is allowed, before any long work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """Raised when ``params.yaml`` cannot be read or does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
+
+
+class SampleParams(_Section):
+    """Size of the offline sample dataset that the project generates itself."""
+
+    train_per_class: int = Field(ge=10)
+    test_per_class: int = Field(ge=10)
+
+
+class DataParams(_Section):
+    """Where the raw CIFAKE images come from (the ``fetch`` stage)."""
+
+    source: Literal["sample", "archive", "directory", "kaggle"]
+    archive: str
+    directory: str
+    kaggle_dataset: str
+    sample: SampleParams
+
+
+class PreprocessParams(_Section):
+    val_fraction: float = Field(gt=0.0, lt=0.5)
+
+
+class ModelParams(_Section):
+    architecture: Literal["seed_cnn", "resnet"]
+    widths: tuple[int, ...] = Field(min_length=1)
+    blocks_per_stage: int = Field(ge=1)
+    dense_units: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+
+    @field_validator("widths")
+    @classmethod
+    def _positive(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 1 for w in widths):
+            raise ValueError("every width must be a positive integer")
+        return widths
+
+
+class TrainParams(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    patience: int = Field(ge=1)
+    augment: bool
+
+
+class FinetuneParams(_Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    patience: int = Field(ge=1)
+    augment: bool
+    epsilon: float = Epsilon
+    step: float = Epsilon
+    random_start: bool
+    clean_fraction: float = Field(ge=0.0, lt=1.0)
+
+
+class EvaluateParams(_Section):
+    epsilons: tuple[float, ...] = Field(min_length=1)
+    pgd_steps: int = Field(ge=1)
+    pgd_step_fraction: float = Field(gt=0.0, le=1.0)
+    attack_subset: int = Field(ge=2)
+    batch_size: int = Field(ge=1)
+    test2_epsilon: float = Epsilon
+    test2_pgd_steps: int = Field(ge=1)
+
+    @field_validator("epsilons")
+    @classmethod
+    def _in_range(cls, eps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 < e <= 1.0 for e in eps):
+            raise ValueError("every epsilon must lie in (0, 1] (0-1 pixel scale)")
+        return eps
+
+
+class PredictParams(_Section):
+    datasets: dict[str, str] = Field(min_length=1)
+    model: str
+    threshold: float = Field(gt=0.0, lt=1.0)
+    batch_size: int = Field(ge=1)
+
+
+class TrackingParams(_Section):
+    experiment: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1)
+
+
+class Params(_Section):
+    """All of ``params.yaml``."""
+
+    seed: int = Field(ge=0)
+    data: DataParams
+    preprocess: PreprocessParams
+    model: ModelParams
+    train: TrainParams
+    fgsm_finetune: FinetuneParams
+    evaluate: EvaluateParams
+    predict: PredictParams
+    tracking: TrackingParams
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"]
+    if error["type"] == "literal_error":
+        message = f"must be one of {error['ctx']['expected']}"
+    return f"params.yaml: '{key}': {message} (got {error.get('input')!r})"
+
+
+def parse_params(raw: object) -> Params:
+    """Validate an already-parsed mapping; raise :class:`ConfigError` with every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml: the file must hold a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw)

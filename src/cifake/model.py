@@ -1,0 +1,119 @@
+"""The detector networks, and saving/loading them safely.
+
+Every model takes float pixels in [0, 255], shape ``(N, 32, 32, 3)``, rescales
+inside (a ``Rescaling`` layer) and outputs P(Fake) from a sigmoid. The layer
+before the sigmoid is named ``logits`` so that training and attacks can use
+numerically stable losses; only built-in Keras layers are used, so a saved model
+loads with ``safe_mode=True`` and no custom objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from cifake.config import ModelParams
+from cifake.data import IMAGE_SIZE
+from cifake.fileio import atomic_path
+
+INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
+LOGITS_LAYER = "logits"
+
+
+class ModelLoadError(RuntimeError):
+    """A model file that cannot be loaded safely; the message says why."""
+
+
+def build_model(params: ModelParams) -> keras.Model:
+    """Build the architecture named by ``params.architecture``."""
+    inputs = keras.Input(INPUT_SHAPE, name="pixels")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if params.architecture == "seed_cnn":
+        x = _seed_cnn(x, params)
+    else:
+        x = _resnet(x, params)
+    logits = layers.Dense(1, name=LOGITS_LAYER)(x)
+    outputs = layers.Activation("sigmoid", name="p_fake")(logits)
+    return keras.Model(inputs, outputs, name=f"cifake_{params.architecture}")
+
+
+def _seed_cnn(x, params: ModelParams):
+    """The seed's CNN: conv+ReLU and max-pooling per width, then dense layers with dropout."""
+    for i, width in enumerate(params.widths):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(params.dense_units, activation="relu", name="dense")(x)
+    return layers.Dropout(params.dropout, name="dropout")(x)
+
+
+def _resnet(x, params: ModelParams):
+    """A small residual CNN: one stage per width, ``blocks_per_stage`` basic blocks each."""
+    x = layers.Conv2D(params.widths[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for s, width in enumerate(params.widths):
+        for b in range(params.blocks_per_stage):
+            stride = 2 if (s > 0 and b == 0) else 1
+            x = _basic_block(x, width, stride, name=f"s{s}b{b}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return layers.Dropout(params.dropout, name="dropout")(x)
+
+
+def _basic_block(x, width: int, stride: int, name: str):
+    shortcut = x
+    y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != width:
+        shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
+        shortcut = layers.BatchNormalization(momentum=0.9, name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def logit_model(model: keras.Model) -> keras.Model | None:
+    """A view of ``model`` (shared weights) that outputs the pre-sigmoid logit, if it has one."""
+    try:
+        layer = model.get_layer(LOGITS_LAYER)
+    except ValueError:
+        return None
+    return keras.Model(model.inputs, layer.output, name=f"{model.name}_logits")
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save the full model (``.keras``), written whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` model with ``safe_mode=True`` and check its input/output contract."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+            raise ModelLoadError(
+                f"{path}: refused: the model needs unsafe deserialisation (e.g. a Lambda layer "
+                "holding Python bytecode), which could run arbitrary code. Only load such a file "
+                "if you trust it, with keras.saving.load_model(..., safe_mode=False)."
+            ) from None
+        raise ModelLoadError(f"{path}: not a loadable Keras model: {exc}") from None
+    except Exception as exc:  # zip/h5 errors, missing custom classes, ...
+        raise ModelLoadError(f"{path}: not a loadable Keras model: {exc}") from None
+    in_shape = tuple(model.inputs[0].shape[1:])
+    out_shape = tuple(model.outputs[0].shape[1:])
+    if in_shape != INPUT_SHAPE or out_shape not in ((1,), ()):
+        raise ModelLoadError(
+            f"{path}: expected input (N, 32, 32, 3) and output (N, 1), got {in_shape} -> {out_shape}"
+        )
+    return model

@@ -1,0 +1,190 @@
+"""Classify every image under a folder, streaming, and write the results CSV.
+
+The CSV has exactly the columns ``Image Name`` (path relative to the input
+folder, with ``/``) and ``Predicted Label`` (``Real`` or ``Fake``), one row per
+readable image, sorted by name. Files that cannot be classified are reported
+on stderr and in ``<output>.errors.csv`` (``Image Name``, ``Error``). Both files
+are written whole or not at all. Memory stays bounded: images are decoded and
+classified one batch at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cifake.data import LABEL_NAMES, ImageError, load_image
+from cifake.fileio import atomic_path
+from cifake.metrics import label_metrics
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("Image Name", "Predicted Label")
+
+
+class PredictError(RuntimeError):
+    """Prediction cannot start (missing input folder, unwritable output, ...)."""
+
+
+@dataclass
+class PredictSummary:
+    output: Path
+    errors_file: Path
+    classified: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        rate = self.classified / self.seconds if self.seconds else 0.0
+        text = f"classified {self.classified} images in {self.seconds:.1f} s ({rate:.0f} img/s) -> {self.output}"
+        if self.failed:
+            text += f"; {len(self.failed)} skipped, listed in {self.errors_file}"
+        return text
+
+
+def errors_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".errors.csv")
+
+
+def iter_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Yield ``(name, path, problem)`` for every file under ``root``, sorted by name.
+
+    Symlinks are resolved and must stay inside ``root``; a link pointing out of it
+    (or dangling) is yielded with a problem instead of a path. Symlinked folders
+    are not descended into.
+    """
+    root_real = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for d in list(dirnames):
+            if (base / d).is_symlink():
+                yield ((base / d).relative_to(root).as_posix(), None, "symlinked folder not followed")
+        for name in sorted(filenames):
+            path = base / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root_real):
+                    yield rel, None, "symlink points outside the input folder; not followed"
+                    continue
+                if not target.is_file():
+                    yield rel, None, "symlink target is missing or not a file"
+                    continue
+            yield rel, path, None
+
+
+def _batches(root: Path, batch_size: int, failed: list) -> Iterator[tuple[list[str], np.ndarray]]:
+    names, pixels = [], []
+    for rel, path, problem in iter_files(root):
+        if problem is None:
+            try:
+                pixels.append(load_image(path))
+                names.append(rel)
+            except ImageError as exc:
+                problem = str(exc)
+        if problem is not None:
+            failed.append((rel, problem))
+            print(f"skipped: {rel}: {problem}", file=sys.stderr)
+        if len(names) == batch_size:
+            yield names, np.stack(pixels)
+            names, pixels = [], []
+    if names:
+        yield names, np.stack(pixels)
+
+
+def _check_output(output: Path) -> None:
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise PredictError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PredictError(f"output folder is not writable: {folder}")
+
+
+def predict_folder(
+    model,
+    input_dir: str | Path,
+    output: str | Path,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 256,
+) -> PredictSummary:
+    """Classify every image under ``input_dir``; write the CSV and its errors file."""
+    import tensorflow as tf
+
+    root, output = Path(input_dir), Path(output)
+    if not root.is_dir():
+        raise PredictError(f"input folder does not exist or is not a folder: {root}")
+    _check_output(output)
+    summary = PredictSummary(output=output, errors_file=errors_path(output))
+    progress = _Progress()
+    start = time.perf_counter()
+    with atomic_path(output) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS)
+            for names, pixels in _batches(root, batch_size, summary.failed):
+                x = tf.convert_to_tensor(pixels.astype(np.float32))
+                p_fake = np.reshape(model(x, training=False), [-1])
+                for name, p in zip(names, p_fake):
+                    writer.writerow([name, LABEL_NAMES[int(p >= threshold)]])
+                summary.classified += len(names)
+                progress.update(summary.classified, len(summary.failed))
+        with atomic_path(summary.errors_file) as tmp_err:
+            with open(tmp_err, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["Image Name", "Error"])
+                writer.writerows(summary.failed)
+    progress.close()
+    summary.seconds = time.perf_counter() - start
+    if summary.classified == 0 and not summary.failed:
+        log.warning("no files found under %s", root)
+    return summary
+
+
+class _Progress:
+    """A progress line on a terminal (every ~1 s); silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, failed: int) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= 1.0:
+            self.last = now
+            print(f"\r{done} classified, {failed} skipped, {done / (now - self.start):.0f} img/s", end="", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def read_labels(path: str | Path) -> dict[str, int]:
+    """Read a labels CSV (``Image Name``, ``Label`` = Real/Fake) into name -> 0/1."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {r["Image Name"]: LABEL_NAMES.index(r["Label"]) for r in rows}
+
+
+def score_csv(predictions: str | Path, labels: str | Path) -> dict:
+    """Score a results CSV against a labels CSV; images missing from the results count as wrong."""
+    truth = read_labels(labels)
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        predicted = {r["Image Name"]: LABEL_NAMES.index(r["Predicted Label"]) for r in csv.DictReader(fh)}
+    names = sorted(truth)
+    y_true = np.array([truth[n] for n in names])
+    y_pred = np.array([predicted.get(n, 1 - truth[n]) for n in names])
+    scores = label_metrics(y_true, y_pred)
+    scores["missing_predictions"] = sum(1 for n in names if n not in predicted)
+    return scores
+

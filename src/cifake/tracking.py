@@ -1,0 +1,143 @@
+"""MLflow tracking: where runs go, what every run records, and the model registry.
+
+The default tracking URI is ``sqlite:///mlflow.db`` in the project root (the
+file store is rejected by recent MLflow); ``MLFLOW_TRACKING_URI`` overrides it.
+A remote server is checked before any long work starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+class TrackingError(RuntimeError):
+    """The tracking server cannot be used; the message says what to do."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_tracking_server(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, if an HTTP tracking server does not answer."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http/https only)
+            if response.status != 200:
+                raise TrackingError(f"MLflow server at {uri} answered {response.status} on /health")
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}). "
+            "Start it, fix MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db."
+        ) from None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment: str, params: dict, dataset: dict) -> Iterator:
+    """Start an MLflow run for one pipeline stage, with params and tags set.
+
+    ``params`` is a (nested) dict of the stage's settings; ``dataset`` holds at
+    least ``source`` and ``dataset_sha256`` (from the preprocess stage).
+    """
+    import mlflow
+
+    check_tracking_server()
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment)
+    commit = git_commit()
+    tags = {
+        "stage": stage,
+        "git_commit": commit,
+        "dataset.source": dataset.get("source", "unknown"),
+        "dataset.sha256": dataset.get("dataset_sha256", "unknown"),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    name = f"{stage}-{dataset.get('source', 'data')}-{commit[:7]}"
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
+        yield run
+
+
+def log_epoch(row: dict) -> None:
+    """Log one epoch's metrics (as produced by :func:`cifake.training.fit`)."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def log_metrics(metrics: dict, prefix: str = "") -> None:
+    """Log the numeric leaves of a nested metrics dict, keys joined by dots."""
+    import mlflow
+
+    flat = _flatten(prefix, metrics, {})
+    mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in flat.items() if _is_number(v)})
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def log_artifacts(*paths: str | Path) -> None:
+    import mlflow
+
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=path.name)
+        elif path.is_file():
+            mlflow.log_artifact(str(path))
+
+
+def register_model(model, registered_name: str, description: str, alias: str | None = None) -> int:
+    """Log ``model`` with the ``mlflow.keras`` flavour and a signature; register a new version.
+
+    Returns the version number; ``alias`` (e.g. ``champion``) is moved to it.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = np.zeros((2, 32, 32, 3), dtype=np.float32)
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    info = mlflow.keras.log_model(
+        model, name="model", signature=signature, registered_model_name=registered_name
+    )
+    version = int(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    client.update_model_version(registered_name, str(version), description=description)
+    if alias:
+        client.set_registered_model_alias(registered_name, alias, str(version))
+    return version
