@@ -34,7 +34,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def write_text(target: str | Path, text: str) -> None:
-    """Atomically write ``text`` to ``target``."""
+    """Atomically write ``text`` to ``target``, creating its folder if needed."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -82,7 +82,7 @@ def logit_model(model: keras.Model) -> keras.Model | None:
         layer = model.get_layer(LOGITS_LAYER)
     except ValueError:
         return None
-    return keras.Model(model.inputs, layer.output, name=f"{model.name}_logits")
+    return keras.Model(model.input, layer.output, name=f"{model.name}_logits")
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:

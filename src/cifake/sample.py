@@ -75,6 +75,8 @@ class PixelGenerator:
 
     def fit(self, images: np.ndarray) -> PixelGenerator:
         flat = images.reshape(len(images), -1).astype(np.float64) / 255.0
+        self.pca.n_components = min(PCA_COMPONENTS, len(images) // 2)
+        self.mixture.n_components = min(MIXTURE_COMPONENTS, max(1, len(images) // 10))
         self.mixture.fit(self.pca.fit_transform(flat))
         return self
 

@@ -1,0 +1,62 @@
+"""Attacks stay in the eps-ball and in [0, 1], and actually hurt an undefended model."""
+
+import numpy as np
+import pytest
+
+from cifake.attacks import Attacker, attack_images
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
+    x[:4] = 0.0  # pixels at the bounds must stay in [0, 1]
+    x[4:8] = 1.0
+    y = (np.arange(16) % 2).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("eps", [1 / 255, 4 / 255, 8 / 255])
+def test_fgsm_and_pgd_stay_in_the_ball(tiny_model, batch, eps):
+    x, y = batch
+    attacker = Attacker(tiny_model)
+    for adv in (
+        attacker.fgsm(x, y, eps),
+        attacker.fgsm(x, y, eps, step=1.25 * eps, random_start=True),
+        attacker.pgd(x, y, eps, steps=5, step=eps / 4),
+    ):
+        adv = adv.numpy()
+        assert adv.shape == x.shape
+        assert np.abs(adv - x).max() <= eps + 1e-6
+        assert adv.min() >= 0.0 and adv.max() <= 1.0
+        assert np.abs(adv - x).max() > 0.5 * eps  # it moved
+
+
+def test_random_start_changes_fgsm(tiny_model, batch):
+    x, y = batch
+    attacker = Attacker(tiny_model)
+    plain = attacker.fgsm(x, y, 4 / 255).numpy()
+    random = attacker.fgsm(x, y, 4 / 255, step=5 / 255, random_start=True).numpy()
+    assert not np.allclose(plain, random)
+
+
+def test_attacks_raise_the_loss_of_the_attacked_model(tiny_model, batch):
+    x, y = batch
+    attacker = Attacker(tiny_model)
+
+    def loss(images):
+        z = attacker.logits(images).numpy()
+        return np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+
+    eps = 8 / 255
+    assert loss(attacker.fgsm(x, y, eps)) > loss(x)
+    assert loss(attacker.pgd(x, y, eps, steps=10, step=eps / 4)) > loss(x)
+
+
+def test_attack_images_works_on_the_pixel_scale(tiny_model, batch):
+    x, y = batch
+    x255 = x * 255.0
+    adv = attack_images(Attacker(tiny_model), x255, y, method="pgd", eps=2 / 255, steps=3, batch_size=5)
+    assert adv.dtype == np.float32 and np.abs(adv - x255).max() <= 2.0 + 1e-3
+    with pytest.raises(ValueError, match="unknown attack"):
+        attack_images(Attacker(tiny_model), x255, y, method="cw", eps=0.1)

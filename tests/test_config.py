@@ -1,0 +1,64 @@
+"""params.yaml validation: every mistake is named before any long work starts."""
+
+import copy
+
+import pytest
+import yaml
+
+from cifake.config import ConfigError, load_params, parse_params
+
+from .conftest import ROOT
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_validate():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "sample"
+    assert 0 < params.fgsm_finetune.epsilon <= 1
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("data", "source"), "s3", "'data.source': must be one of 'sample', 'archive', 'directory' or 'kaggle'"),
+        (("model", "architecture"), "vit", "'model.architecture': must be one of 'seed_cnn' or 'resnet'"),
+        (("fgsm_finetune", "epsilon"), 8, "'fgsm_finetune.epsilon'"),
+        (("fgsm_finetune", "epsilon"), 0, "'fgsm_finetune.epsilon'"),
+        (("evaluate", "epsilons"), [0.01, 4], "'evaluate.epsilons'"),
+        (("train", "epochs"), "ten", "'train.epochs'"),
+        (("train", "learning_rate"), "1e-3x", "'train.learning_rate'"),
+        (("train", "batch_size"), 0, "'train.batch_size'"),
+    ],
+)
+def test_bad_values_are_named(raw, path, value, expected):
+    bad = copy.deepcopy(raw)
+    bad[path[0]][path[1]] = value
+    with pytest.raises(ConfigError) as err:
+        parse_params(bad)
+    assert expected in str(err.value)
+
+
+def test_missing_and_unknown_keys_are_named(raw):
+    bad = copy.deepcopy(raw)
+    del bad["train"]["epochs"]
+    bad["train"]["epoch"] = 3
+    with pytest.raises(ConfigError) as err:
+        parse_params(bad)
+    message = str(err.value)
+    assert "'train.epochs': Field required" in message
+    assert "'train.epoch': Extra inputs are not permitted" in message
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(tmp_path / "list.yaml")

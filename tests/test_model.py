@@ -1,0 +1,64 @@
+"""Model contract: [0, 255] input of shape (N, 32, 32, 3), P(Fake) out, safe loading."""
+
+import keras
+import numpy as np
+import pytest
+
+from cifake.config import ModelParams
+from cifake.model import ModelLoadError, build_model, load_model, logit_model, save_model
+
+
+@pytest.mark.parametrize("architecture", ["seed_cnn", "resnet"])
+def test_architectures_keep_the_contract(architecture, tmp_path):
+    model = build_model(
+        ModelParams(architecture=architecture, widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.1)
+    )
+    x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (5, 1) and np.all((p >= 0) & (p <= 1))
+    assert model.layers[1].name == "rescale"  # normalisation is inside the model
+    logits = np.asarray(logit_model(model)(x, training=False))
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), p, rtol=1e-5, atol=1e-6)
+
+    path = tmp_path / "m.keras"
+    save_model(model, path)
+    again = load_model(path)
+    np.testing.assert_allclose(np.asarray(again(x, training=False)), p, rtol=1e-5, atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary left behind
+
+
+def test_unsafe_model_is_refused(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=(1, 2, 3), keepdims=False)[:, None] / 255.0)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelLoadError, match="unsafe deserialisation"):
+        load_model(path)
+
+
+def test_wrong_shapes_and_junk_are_refused(tmp_path):
+    inputs = keras.Input((64, 64, 3))
+    path = tmp_path / "big.keras"
+    keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs))).save(path)
+    with pytest.raises(ModelLoadError, match="expected input"):
+        load_model(path)
+    (tmp_path / "junk.keras").write_bytes(b"definitely not a zip")
+    with pytest.raises(ModelLoadError, match="not a loadable Keras model"):
+        load_model(tmp_path / "junk.keras")
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "missing.keras")
+
+
+def test_failed_save_leaves_no_file(tmp_path, tiny_model, monkeypatch):
+    target = tmp_path / "m.keras"
+    target.write_bytes(b"old")
+
+    def boom(self, path, *a, **k):
+        open(path, "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tiny_model, target)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]

@@ -1,0 +1,164 @@
+"""`cifake predict` on ordinary and hostile folders: every valid image classified, every bad one reported."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifake.cli import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, main
+from cifake.predict import CSV_COLUMNS, errors_path, predict_folder, score_csv
+
+from .conftest import write_image
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def hostile_folder(root: Path, outside: Path) -> tuple[set[str], set[str]]:
+    """Build a folder of good and bad inputs; return (names that must be classified, names that must fail)."""
+    good = {
+        "plain.jpg": lambda p: write_image(p),
+        "big 640x480 (copy).png": lambda p: write_image(p, size=(640, 480), fmt="PNG"),
+        "grey.png": lambda p: write_image(p, mode="L", fmt="PNG"),
+        "rgba.png": lambda p: write_image(p, mode="RGBA"),
+        "palette.gif": lambda p: write_image(p, mode="P", fmt="GIF"),
+        "cmyk.jpg": lambda p: write_image(p, mode="CMYK"),
+        "tiny 1x1.bmp": lambda p: write_image(p, size=(1, 1), fmt="BMP"),
+        "no_extension": lambda p: write_image(p, fmt="PNG"),
+        "ünïcødé 画像.webp": lambda p: write_image(p, fmt="WEBP"),
+        "-leading-dash.jpg": lambda p: write_image(p),
+        "nested/deeper/inner.jpg": lambda p: write_image(p),
+        "16bit.png": lambda p: Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(p),
+    }
+    bad = {
+        "empty.jpg": b"",
+        "text.jpg": b"just some text\n",
+        "page.png": b"<!doctype html><html></html>",
+        "program.jpg": b"\x7fELF\x02\x01\x01\x00" + bytes(64),
+        "truncated.jpg": None,
+    }
+    for name, make in good.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make(path)
+    for name, data in bad.items():
+        if data is None:
+            full = write_image(root / "tmp.jpg", size=(64, 64)).read_bytes()
+            (root / "tmp.jpg").unlink()
+            data = full[: len(full) // 2]
+        (root / name).write_bytes(data)
+    secret = write_image(outside / "secret.jpg")
+    os.symlink(secret, root / "escape.jpg")
+    os.symlink(root / "plain.jpg", root / "inside-link.jpg")
+    os.symlink(outside, root / "linked-folder")
+    good_names = set(good) | {"inside-link.jpg"}
+    bad_names = set(bad) | {"escape.jpg", "linked-folder"}
+    return good_names, bad_names
+
+
+def test_hostile_folder(tmp_path, tiny_model_path, capsys):
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    good, bad = hostile_folder(root, outside)
+    out = tmp_path / "out.csv"
+    code = main(["predict", str(root), "-o", str(out), "--model", str(tiny_model_path)])
+    assert code == EXIT_PARTIAL
+    rows = _rows(out)
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert {r["Image Name"] for r in rows} == good
+    assert {r["Predicted Label"] for r in rows} <= {"Real", "Fake"}
+    errors = {r["Image Name"]: r["Error"] for r in _rows(errors_path(out))}
+    assert set(errors) == bad
+    assert "outside the input folder" in errors["escape.jpg"]
+    stderr = capsys.readouterr().err
+    assert "skipped: empty.jpg: empty file" in stderr and f"{len(bad)} skipped" in stderr
+
+
+def test_clean_folder_exit_ok_and_sorted(tmp_path, tiny_model_path):
+    for i in (3, 1, 2):
+        write_image(tmp_path / "in" / f"img{i}.jpg", seed=i)
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_path)]) == EXIT_OK
+    assert [r["Image Name"] for r in _rows(out)] == ["img1.jpg", "img2.jpg", "img3.jpg"]
+    assert _rows(errors_path(out)) == []
+
+
+def test_threshold_decides_the_label(tmp_path, tiny_model):
+    write_image(tmp_path / "in" / "a.jpg")
+    low = predict_folder(tiny_model, tmp_path / "in", tmp_path / "low.csv", threshold=1e-6)
+    high = predict_folder(tiny_model, tmp_path / "in", tmp_path / "high.csv", threshold=1 - 1e-6)
+    assert low.classified == high.classified == 1
+    assert _rows(tmp_path / "low.csv")[0]["Predicted Label"] == "Fake"
+    assert _rows(tmp_path / "high.csv")[0]["Predicted Label"] == "Real"
+
+
+def test_empty_folder_gives_header_only(tmp_path, tiny_model_path):
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_path)]) == EXIT_OK
+    assert out.read_text().strip() == "Image Name,Predicted Label"
+
+
+@pytest.mark.parametrize("case", ["missing input", "missing output folder", "unwritable output folder", "bad model"])
+def test_fatal_errors_write_nothing(tmp_path, tiny_model_path, capsys, case):
+    write_image(tmp_path / "in" / "a.jpg")
+    args = {"input": tmp_path / "in", "out": tmp_path / "out.csv", "model": tiny_model_path}
+    if case == "missing input":
+        args["input"] = tmp_path / "nope"
+    elif case == "missing output folder":
+        args["out"] = tmp_path / "no" / "such" / "out.csv"
+    elif case == "unwritable output folder":
+        if os.geteuid() == 0:
+            pytest.skip("root can write into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o500)
+        args["out"] = tmp_path / "ro" / "out.csv"
+    else:
+        (tmp_path / "m.keras").write_bytes(b"junk")
+        args["model"] = tmp_path / "m.keras"
+    code = main(["predict", str(args["input"]), "-o", str(args["out"]), "--model", str(args["model"])])
+    assert code == EXIT_FATAL
+    assert "error:" in capsys.readouterr().err
+    assert not args["out"].exists()
+
+
+def test_interrupted_run_leaves_no_half_csv(tmp_path, tiny_model, monkeypatch):
+    for i in range(5):
+        write_image(tmp_path / "in" / f"{i}.jpg", seed=i)
+    out = tmp_path / "out.csv"
+    out.write_text("previous complete results\n")
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return tiny_model(*a, **k)
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(flaky, tmp_path / "in", out, batch_size=2)
+    assert out.read_text() == "previous complete results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.csv"]
+
+
+def test_score_csv_counts_missing_as_wrong(tmp_path):
+    (tmp_path / "labels.csv").write_text("Image Name,Label\na.png,Fake\nb.png,Real\nc.png,Fake\n")
+    (tmp_path / "pred.csv").write_text("Image Name,Predicted Label\na.png,Fake\nb.png,Fake\n")
+    s = score_csv(tmp_path / "pred.csv", tmp_path / "labels.csv")
+    assert s["n"] == 3 and s["missing_predictions"] == 1
+    assert s["accuracy"] == pytest.approx(1 / 3)
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (1, 1, 1, 0)
+
+
+def test_console_script_usage_errors():
+    result = subprocess.run(
+        [sys.executable, "-m", "cifake.cli", "predict", "x", "-o", "y.csv", "--threshold", "1.5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "threshold must be in (0, 1)" in result.stderr

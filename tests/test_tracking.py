@@ -1,0 +1,54 @@
+"""MLflow tracking: unreachable servers are caught up front; runs carry params, tags and models."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from cifake import tracking
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the socket goes
+
+
+def test_unreachable_server_is_reported_fast(monkeypatch):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.perf_counter()
+    with pytest.raises(tracking.TrackingError, match="unreachable"):
+        tracking.check_tracking_server()
+    assert time.perf_counter() - start < 10
+
+
+def test_local_uris_need_no_server(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    tracking.check_tracking_server()  # does not raise
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri() == "sqlite:///mlflow.db"
+
+
+def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
+    with tracking.stage_run("train", "cifake-test", {"train": {"epochs": 2}}, {"source": "sample", "dataset_sha256": "abc"}) as run:
+        tracking.log_epoch({"epoch": 1, "loss": 0.5, "val_accuracy": 0.75})
+        tracking.log_metrics({"clean": {"accuracy": 0.9, "n": 10}, "label": "x"})
+        version = tracking.register_model(tiny_model, "cifake-test-model", "a test model", alias="champion")
+    client = mlflow.MlflowClient()
+    data = client.get_run(run.info.run_id).data
+    assert data.params["train.epochs"] == "2"
+    assert data.tags["stage"] == "train" and data.tags["dataset.sha256"] == "abc"
+    assert data.tags["dvc_experiment"] == "exp-test"
+    assert data.metrics["clean.accuracy"] == 0.9 and data.metrics["val_accuracy"] == 0.75
+    mv = client.get_model_version_by_alias("cifake-test-model", "champion")
+    assert int(mv.version) == version and mv.description == "a test model"
+    loaded = mlflow.keras.load_model(f"models:/cifake-test-model@champion")
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(tiny_model(x)), rtol=1e-5)
