@@ -11,7 +11,7 @@ from cifake.config import load_params
 from cifake.data import labels_path
 from cifake.fileio import write_json
 from cifake.model import load_model
-from cifake.predict import predict_folder, score_csv
+from cifake.predict import predict_folder, read_labels, score_csv
 
 OUT = Path("results")
 
@@ -26,7 +26,7 @@ def main() -> None:
         print(f"predict: {folder}: {summary.describe()}")
         entry = {"classified": summary.classified, "skipped": len(summary.failed)}
         if labels_path(folder).is_file():
-            entry.update(score_csv(csv_path, labels_path(folder)))
+            entry.update(score_csv(csv_path, read_labels(labels_path(folder))))
         metrics[Path(folder).name] = entry
     write_json("metrics/predict.json", metrics)
 

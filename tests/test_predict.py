@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cifake.cli import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, main
-from cifake.predict import CSV_COLUMNS, errors_path, predict_folder, score_csv
+from cifake.predict import CSV_COLUMNS, errors_path, predict_folder, read_labels, score_csv
 
 from .conftest import write_image
 
@@ -151,7 +151,7 @@ def test_interrupted_run_leaves_no_half_csv(tmp_path, tiny_model, monkeypatch):
 def test_score_csv_counts_missing_as_wrong(tmp_path):
     (tmp_path / "labels.csv").write_text("Image Name,Label\na.png,Fake\nb.png,Real\nc.png,Fake\n")
     (tmp_path / "pred.csv").write_text("Image Name,Predicted Label\na.png,Fake\nb.png,Fake\n")
-    s = score_csv(tmp_path / "pred.csv", tmp_path / "labels.csv")
+    s = score_csv(tmp_path / "pred.csv", read_labels(tmp_path / "labels.csv"))
     assert s["n"] == 3 and s["missing_predictions"] == 1
     assert s["accuracy"] == pytest.approx(1 / 3)
     assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (1, 1, 1, 0)
@@ -163,3 +163,15 @@ def test_console_script_usage_errors():
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "threshold must be in (0, 1)" in result.stderr
+
+
+def test_scoring_by_folder_on_the_cifake_layout(tmp_path, tiny_model_path, capsys):
+    for cls in ("REAL", "FAKE"):
+        for i in range(3):
+            write_image(tmp_path / "test" / cls / f"{i}.jpg", seed=i + (10 if cls == "FAKE" else 0))
+    out = tmp_path / "out.csv"
+    args = ["predict", str(tmp_path / "test"), "-o", str(out), "--model", str(tiny_model_path), "--labels-from-folders"]
+    assert main(args) == EXIT_OK
+    rows = _rows(out)
+    expected = sum((r["Image Name"].startswith("FAKE/")) == (r["Predicted Label"] == "Fake") for r in rows) / 6
+    assert f"scored 6 images: accuracy {expected:.4f}" in capsys.readouterr().err

@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
     p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
     p.add_argument("--batch-size", type=_positive_int, default=256)
-    p.add_argument("--labels", type=Path, default=None, help="optional CSV (Image Name, Label) to score against")
+    score = p.add_mutually_exclusive_group()
+    score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
+    score.add_argument(
+        "--labels-from-folders", action="store_true",
+        help="score against the REAL/ or FAKE/ folder each image lies in (CIFAKE's layout)",
+    )
 
     v = sub.add_parser("check-params", help="validate params.yaml and print it")
     v.add_argument("path", type=Path, nargs="?", default=Path("params.yaml"))
@@ -91,18 +96,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from cifake.model import load_model
-    from cifake.predict import predict_folder, score_csv
+    from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
 
     model = load_model(args.model)
     summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size)
     print(summary.describe(), file=sys.stderr)
-    if args.labels is not None:
-        scores = score_csv(args.output, args.labels)
+    if args.labels is not None or args.labels_from_folders:
+        truth = read_labels(args.labels) if args.labels is not None else folder_labels(args.output)
+        scores = score_csv(args.output, truth)
         print(
-            f"scored against {args.labels}: accuracy {scores['accuracy']:.4f} "
+            f"scored {scores['n']} images: accuracy {scores['accuracy']:.4f} "
             f"(95% CI {scores['accuracy_ci95_low']:.4f}-{scores['accuracy_ci95_high']:.4f}), "
             f"precision {scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f} "
-            f"on {scores['n']} images",
+            f"(Fake is positive; {scores['missing_predictions']} labelled images had no prediction)",
             file=sys.stderr,
         )
     return EXIT_PARTIAL if summary.failed else EXIT_OK

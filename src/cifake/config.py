@@ -70,13 +70,9 @@ class TrainParams(_Section):
     augment: bool
 
 
-class FinetuneParams(_Section):
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0.0)
-    weight_decay: float = Field(ge=0.0)
-    patience: int = Field(ge=1)
-    augment: bool
+class FinetuneParams(TrainParams):
+    """The training settings plus the random-start FGSM attack used while fine-tuning."""
+
     epsilon: float = Epsilon
     step: float = Epsilon
     random_start: bool

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifake.data import LABEL_NAMES, ImageError, load_image
+from cifake.data import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
 from cifake.fileio import atomic_path
 from cifake.metrics import label_metrics
 
@@ -176,9 +176,22 @@ def read_labels(path: str | Path) -> dict[str, int]:
     return {r["Image Name"]: LABEL_NAMES.index(r["Label"]) for r in rows}
 
 
-def score_csv(predictions: str | Path, labels: str | Path) -> dict:
-    """Score a results CSV against a labels CSV; images missing from the results count as wrong."""
-    truth = read_labels(labels)
+def folder_labels(predictions: str | Path) -> dict[str, int]:
+    """Labels taken from the first folder of each name (``REAL/...``, ``FAKE/...``), as in CIFAKE's layout."""
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        names = [r["Image Name"] for r in csv.DictReader(fh)]
+    truth = {}
+    for name in names:
+        top = name.split("/", 1)[0].upper()
+        if top in LABEL_OF_CLASS and "/" in name:
+            truth[name] = LABEL_OF_CLASS[top]
+    if not truth:
+        raise PredictError("no image lies under a REAL/ or FAKE/ folder: nothing to score")
+    return truth
+
+
+def score_csv(predictions: str | Path, truth: dict[str, int]) -> dict:
+    """Score a results CSV against ``name -> label``; images missing from the results count as wrong."""
     with open(predictions, newline="", encoding="utf-8") as fh:
         predicted = {r["Image Name"]: LABEL_NAMES.index(r["Predicted Label"]) for r in csv.DictReader(fh)}
     names = sorted(truth)
@@ -187,4 +200,3 @@ def score_csv(predictions: str | Path, labels: str | Path) -> dict:
     scores = label_metrics(y_true, y_pred)
     scores["missing_predictions"] = sum(1 for n in names if n not in predicted)
     return scores
-
