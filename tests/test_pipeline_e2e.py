@@ -154,3 +154,12 @@ def test_forced_rerun_gives_identical_metrics(project):
     _run([sys.executable, "-m", "dvc", "repro", "-f"], dest, env)
     after = {n: (dest / f"metrics/{n}.json").read_text() for n in names}
     assert after == before
+
+
+def test_plots_render_offline(project):
+    dest, env, _ = project
+    _run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], dest, env)
+    page = (dest / "plots_html" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
+    for title in ("Training accuracy per epoch", "Accuracy under attack against epsilon", "Test_dataset_2"):
+        assert title in page
