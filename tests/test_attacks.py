@@ -60,3 +60,15 @@ def test_attack_images_works_on_the_pixel_scale(tiny_model, batch):
     assert adv.dtype == np.float32 and np.abs(adv - x255).max() <= 2.0 + 1e-3
     with pytest.raises(ValueError, match="unknown attack"):
         attack_images(Attacker(tiny_model), x255, y, method="cw", eps=0.1)
+
+
+def test_models_without_a_logit_layer_can_be_attacked(batch):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+    foreign = keras.Model(inputs, outputs)
+    x01, y = batch
+    adv = Attacker(foreign).pgd(x01, y, 4 / 255, steps=3, step=1 / 255).numpy()
+    assert np.abs(adv - x01).max() <= 4 / 255 + 1e-6 and np.abs(adv - x01).max() > 0

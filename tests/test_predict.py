@@ -87,6 +87,7 @@ def test_clean_folder_exit_ok_and_sorted(tmp_path, tiny_model_path):
     out = tmp_path / "out.csv"
     assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_path)]) == EXIT_OK
     assert [r["Image Name"] for r in _rows(out)] == ["img1.jpg", "img2.jpg", "img3.jpg"]
+    assert out.stat().st_mode & 0o644 == 0o644  # readable like any file the user writes
     assert _rows(errors_path(out)) == []
 
 
