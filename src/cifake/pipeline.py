@@ -117,6 +117,13 @@ def _png(pixels) -> bytes:
     return buf.getvalue()
 
 
+def _confusion_rows(y_true, p_fake, threshold: float = 0.5) -> list[dict]:
+    """One ``actual``/``predicted`` row per image, for DVC's confusion template."""
+    from cifake.data import LABEL_NAMES
+
+    return [{"actual": LABEL_NAMES[a], "predicted": LABEL_NAMES[int(p >= threshold)]} for a, p in zip(y_true, p_fake)]
+
+
 def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plots_dir: str) -> dict:
     """Score each model clean and under FGSM/PGD at every epsilon; build Test_dataset_2.
 
@@ -128,7 +135,7 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
     import numpy as np
 
     from cifake.attacks import Attacker, attack_images
-    from cifake.data import LABEL_NAMES, write_test_folder
+    from cifake.data import write_test_folder
     from cifake.metrics import classification_metrics, roc_points, stratified_subset
     from cifake.model import load_model
     from cifake.training import predict_proba, set_determinism
@@ -175,10 +182,7 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
         results[f"{name}_model"] = scores
         final, final_attacker, final_p = model, attacker, p_clean  # the last model is the final one
     write_rows(plots / "robustness.csv", list(curve.values()))
-    write_rows(
-        plots / "confusion_clean.csv",
-        [{"actual": LABEL_NAMES[a], "predicted": LABEL_NAMES[int(p >= 0.5)]} for a, p in zip(test.y, final_p)],
-    )
+    write_rows(plots / "confusion_clean.csv", _confusion_rows(test.y, final_p))
 
     # Test_dataset_2: every test image under white-box PGD against the final model, stored as PNG.
     x2 = attack_images(
@@ -193,8 +197,5 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
         "attack": f"pgd-{ev.test2_pgd_steps} eps={ev.test2_epsilon:.6f} ({ev.test2_epsilon * 255:.2f}/255)",
         **classification_metrics(test.y, p2),
     }
-    write_rows(
-        plots / "confusion_test2.csv",
-        [{"actual": LABEL_NAMES[a], "predicted": LABEL_NAMES[int(p >= 0.5)]} for a, p in zip(test.y, p2)],
-    )
+    write_rows(plots / "confusion_test2.csv", _confusion_rows(test.y, p2))
     return results

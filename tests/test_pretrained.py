@@ -1,0 +1,43 @@
+"""The shipped weights: intact, safely loadable, and used by `cifake predict` by default."""
+
+import csv
+import hashlib
+
+import numpy as np
+
+from cifake.cli import DEFAULT_MODEL, EXIT_OK, main
+from cifake.data import load_image
+from cifake.model import load_model
+from cifake.sample import generate_sample
+
+from .conftest import ROOT
+
+PRETRAINED = ROOT / "models" / "pretrained"
+
+
+def test_checksums_match():
+    lines = (PRETRAINED / "SHA256SUMS").read_text().split("\n")
+    entries = [line.split() for line in lines if line.strip()]
+    assert entries, "SHA256SUMS lists no file"
+    for digest, name in entries:
+        assert hashlib.sha256((PRETRAINED / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_default_model_is_the_shipped_robust_one():
+    assert DEFAULT_MODEL == PRETRAINED / "cifake-robust.keras"
+    model = load_model(DEFAULT_MODEL)  # safe_mode=True inside
+    p = np.asarray(model(np.zeros((2, 32, 32, 3), np.float32)))
+    assert p.shape == (2, 1) and np.all((0 <= p) & (p <= 1))
+
+
+def test_predict_generated_images_with_the_shipped_model(tmp_path):
+    generate_sample(tmp_path / "raw", train_per_class=10, test_per_class=10, seed=7)
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "raw" / "test"), "-o", str(out)]) == EXIT_OK
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 20
+    model = load_model(DEFAULT_MODEL)
+    paths = [tmp_path / "raw" / "test" / r["Image Name"] for r in rows]
+    p = np.reshape(model(np.stack([load_image(q) for q in paths]).astype(np.float32)), [-1])
+    assert [r["Predicted Label"] for r in rows] == ["Fake" if v >= 0.5 else "Real" for v in p]
