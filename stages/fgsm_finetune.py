@@ -1,7 +1,7 @@
 """DVC stage `fgsm_finetune`: random-start FGSM fine-tuning -> models/model_robust.keras."""
 
 from cifake.cli import run_stage
-from cifake.config import load_params
+from cifake.config import TrainParams, load_params
 from cifake.training import Adversarial, FitConfig
 from cifake.pipeline import train_and_record
 
@@ -13,14 +13,7 @@ def main() -> None:
         epsilon=ft.epsilon, step=ft.step, random_start=ft.random_start, clean_fraction=ft.clean_fraction
     )
     config = FitConfig(
-        epochs=ft.epochs,
-        batch_size=ft.batch_size,
-        learning_rate=ft.learning_rate,
-        weight_decay=ft.weight_decay,
-        patience=ft.patience,
-        augment=ft.augment,
-        seed=params.seed,
-        adversarial=adversarial,
+        **ft.model_dump(include=set(TrainParams.model_fields)), seed=params.seed, adversarial=adversarial
     )
     train_and_record(
         params,

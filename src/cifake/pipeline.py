@@ -15,7 +15,7 @@ from cifake import tracking
 from cifake.config import Params
 from cifake.data import Split
 from cifake.fileio import atomic_path, read_json, write_json
-from cifake.training import FitConfig
+from cifake.training import FitConfig, monitored_metric
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def train_and_record(
         seconds = time.perf_counter() - start
         save_model(model, out_model)
         write_rows(out_history, history)
-        monitor = "val_pgd_accuracy" if config.adversarial else "val_accuracy"
-        best = max(history, key=lambda r: r[monitor])
+        best = max(history, key=lambda r: r[monitored_metric(config)])
         metrics = {
             "dataset": dataset_label(info),
             "architecture": model.name,

@@ -60,6 +60,11 @@ class FitConfig:
 EpochCallback = Callable[[dict], None]
 
 
+def monitored_metric(config: FitConfig) -> str:
+    """What early stopping maximises: PGD accuracy for adversarial training, else clean accuracy."""
+    return "val_pgd_accuracy" if config.adversarial is not None else "val_accuracy"
+
+
 def _dataset(split: Split, batch_size: int, augment: bool, seed: int) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((split.x, split.y.astype(np.float32)))
     ds = ds.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
@@ -129,7 +134,7 @@ def fit(
         rng = np.random.default_rng(config.seed)
         pick = np.sort(rng.choice(len(val.y), size=min(adv.val_subset, len(val.y)), replace=False))
         val_attack = (val.x[pick], val.y[pick])
-    monitor = "val_pgd_accuracy" if adv is not None else "val_accuracy"
+    monitor = monitored_metric(config)
     best, best_weights, waited, history = -np.inf, model.get_weights(), 0, []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
