@@ -89,7 +89,8 @@ def test_every_stage_ran_and_outputs_exist(project):
                  "data/test_dataset_2_labels.csv", "metrics/plots/confusion_clean.csv",
                  "metrics/plots/confusion_test2.csv", "metrics/plots/roc_clean_model.csv",
                  "metrics/plots/roc_robust_model.csv", "metrics/plots/robustness.csv",
-                 "metrics/plots/train_history.csv", "metrics/plots/finetune_history.csv"):
+                 "metrics/plots/train_history.csv", "metrics/plots/finetune_history.csv",
+                 "metrics/plots/adversarial_examples.png"):
         assert (dest / path).is_file(), path
 
 

@@ -11,6 +11,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cifake import tracking
 from cifake.config import Params
 from cifake.data import Split
@@ -123,6 +125,41 @@ def _confusion_rows(y_true, p_fake, threshold: float = 0.5) -> list[dict]:
     return [{"actual": LABEL_NAMES[a], "predicted": LABEL_NAMES[int(p >= threshold)]} for a, p in zip(y_true, p_fake)]
 
 
+def adversarial_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], y, path, scale: int = 3) -> None:
+    """Save a picture of attacked images: per model, originals, amplified perturbations, perturbed images.
+
+    ``rows`` holds ``(model name, x, x_adv, p_clean, p_adv)`` with images in [0, 255]; under every
+    image stands its true label (originals) or the model's label and P(Fake).
+    """
+    from PIL import Image, ImageDraw
+
+    from cifake.data import LABEL_NAMES
+
+    n, side = len(y), 32 * scale
+    cell_h, label_w = side + 26, 200
+    canvas = Image.new("RGB", (label_w + n * (side + 6), len(rows) * 3 * cell_h + 6), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (name, x, x_adv, p_clean, p_adv) in enumerate(rows):
+        delta = x_adv.astype(np.float32) - x.astype(np.float32)
+        gain = 127.0 / max(float(np.abs(delta).max()), 1e-6)
+        panels = [
+            (f"{name}: original", x, [f"{LABEL_NAMES[int(t)]} / p={p:.2f}" for t, p in zip(y, p_clean)]),
+            (f"{name}: perturbation x{gain:.0f}", 127.5 + delta * gain, ["" for _ in y]),
+            (f"{name}: attacked", x_adv, [f"-> {LABEL_NAMES[int(p >= 0.5)]} p={p:.2f}" for p in p_adv]),
+        ]
+        for k, (title, images, captions) in enumerate(panels):
+            top = (r * 3 + k) * cell_h + 3
+            draw.text((4, top + side // 2), title, fill="black")
+            for i, (img, caption) in enumerate(zip(images, captions)):
+                tile = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
+                left = label_w + i * (side + 6)
+                canvas.paste(tile, (left, top))
+                draw.text((left, top + side + 4), caption, fill="black")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+
+
 def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plots_dir: str) -> dict:
     """Score each model clean and under FGSM/PGD at every epsilon; build Test_dataset_2.
 
@@ -131,8 +168,6 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
     PGD, saved losslessly as PNG). Returns the metrics dict and writes the plot
     CSVs; the caller writes ``metrics/evaluate.json``.
     """
-    import numpy as np
-
     from cifake.attacks import Attacker, attack_images
     from cifake.data import write_test_folder
     from cifake.metrics import classification_metrics, roc_points, stratified_subset
@@ -153,6 +188,10 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
         "pgd_steps": ev.pgd_steps,
     }
     curve = {round(e * 255, 2): {"epsilon": e, "epsilon_255": round(e * 255, 2)} for e in ev.epsilons}
+    # the picture reuses the PGD images at the epsilon closest to Test_dataset_2's (no extra attack)
+    shown = np.concatenate([np.flatnonzero(y_sub == 0)[:4], np.flatnonzero(y_sub == 1)[:4]])
+    picture_eps = min(ev.epsilons, key=lambda e: abs(e - ev.test2_epsilon))
+    grid_rows = []
     for name, path in models.items():
         model = load_model(path)
         attacker = Attacker(model)
@@ -169,6 +208,8 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
                     steps=ev.pgd_steps, step_fraction=ev.pgd_step_fraction, batch_size=ev.batch_size,
                 )
                 m = classification_metrics(y_sub, predict_proba(model, x_adv, ev.batch_size))
+                if method == "pgd" and eps == picture_eps:
+                    x_show = x_adv[shown]
                 keep = ("accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "precision", "recall", "f1")
                 scores[_eps_key(method, eps)] = {k: m[k] for k in keep}
                 acc[method] = m["accuracy"]
@@ -178,9 +219,14 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
             if acc["pgd"] > acc["fgsm"] + 0.01:  # PGD should never do worse than one FGSM step
                 masking.append(round(eps * 255, 2))
         scores["gradient_masking_suspect_eps_255"] = masking
+        grid_rows.append((
+            f"{name}, PGD {picture_eps * 255:.0f}/255", x_sub[shown], x_show,
+            predict_proba(model, x_sub[shown]), predict_proba(model, x_show),
+        ))
         results[f"{name}_model"] = scores
         final, final_attacker, final_p = model, attacker, p_clean  # the last model is the final one
     write_rows(plots / "robustness.csv", list(curve.values()))
+    adversarial_grid(grid_rows, y_sub[shown], plots / "adversarial_examples.png")
     write_rows(plots / "confusion_clean.csv", _confusion_rows(test.y, final_p))
 
     # Test_dataset_2: every test image under white-box PGD against the final model, stored as PNG.
