@@ -176,3 +176,12 @@ def test_scoring_by_folder_on_the_cifake_layout(tmp_path, tiny_model_path, capsy
     rows = _rows(out)
     expected = sum((r["Image Name"].startswith("FAKE/")) == (r["Predicted Label"] == "Fake") for r in rows) / 6
     assert f"scored 6 images: accuracy {expected:.4f}" in capsys.readouterr().err
+
+
+def test_output_inside_the_input_folder_is_not_classified(tmp_path, tiny_model_path):
+    write_image(tmp_path / "a.jpg")
+    out = tmp_path / "results.csv"
+    args = ["predict", str(tmp_path), "-o", str(out), "--model", str(tiny_model_path)]
+    assert main(args) == EXIT_OK
+    assert main(args) == EXIT_OK  # the first run's CSV and errors file are not inputs the second time
+    assert [r["Image Name"] for r in _rows(out)] == ["a.jpg"]

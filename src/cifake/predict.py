@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,12 +55,14 @@ def errors_path(output: str | Path) -> Path:
     return output.with_name(output.stem + ".errors.csv")
 
 
-def iter_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+def iter_files(
+    root: Path, skip: Callable[[Path], bool] = lambda path: False
+) -> Iterator[tuple[str, Path | None, str | None]]:
     """Yield ``(name, path, problem)`` for every file under ``root``, sorted by name.
 
     Symlinks are resolved and must stay inside ``root``; a link pointing out of it
     (or dangling) is yielded with a problem instead of a path. Symlinked folders
-    are not descended into.
+    are not descended into. Files for which ``skip(path)`` is true are not yielded.
     """
     root_real = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -71,6 +73,8 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
                 yield ((base / d).relative_to(root).as_posix(), None, "symlinked folder not followed")
         for name in sorted(filenames):
             path = base / name
+            if skip(path):
+                continue
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():
                 target = path.resolve()
@@ -83,9 +87,20 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
             yield rel, path, None
 
 
-def _batches(root: Path, batch_size: int, failed: list) -> Iterator[tuple[list[str], np.ndarray]]:
+def _own_files(*outputs: Path) -> Callable[[Path], bool]:
+    """True for this run's outputs and their temporary files, should they lie inside the input folder."""
+    folders = {o.resolve().parent for o in outputs}
+    names = tuple(o.name for o in outputs)
+    return lambda path: path.parent.resolve() in folders and (
+        path.name in names or path.name.startswith(tuple(f".{n}." for n in names))
+    )
+
+
+def _batches(
+    root: Path, batch_size: int, failed: list, skip: Callable[[Path], bool]
+) -> Iterator[tuple[list[str], np.ndarray]]:
     names, pixels = [], []
-    for rel, path, problem in iter_files(root):
+    for rel, path, problem in iter_files(root, skip):
         if problem is None:
             try:
                 pixels.append(load_image(path))
@@ -132,7 +147,8 @@ def predict_folder(
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
-            for names, pixels in _batches(root, batch_size, summary.failed):
+            skip = _own_files(output, summary.errors_file)
+            for names, pixels in _batches(root, batch_size, summary.failed, skip):
                 x = tf.convert_to_tensor(pixels.astype(np.float32))
                 p_fake = np.reshape(model(x, training=False), [-1])
                 for name, p in zip(names, p_fake):
