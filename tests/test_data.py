@@ -25,7 +25,7 @@ from cifake.data import (
     preprocess,
 )
 
-from .conftest import make_layout, write_image
+from .conftest import make_layout
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

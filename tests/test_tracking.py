@@ -49,6 +49,6 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     assert data.metrics["clean.accuracy"] == 0.9 and data.metrics["val_accuracy"] == 0.75
     mv = client.get_model_version_by_alias("cifake-test-model", "champion")
     assert int(mv.version) == version and mv.description == "a test model"
-    loaded = mlflow.keras.load_model(f"models:/cifake-test-model@champion")
+    loaded = mlflow.keras.load_model("models:/cifake-test-model@champion")
     x = np.zeros((1, 32, 32, 3), np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(tiny_model(x)), rtol=1e-5)

@@ -7,7 +7,6 @@ order a directory listing gives.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import logging
@@ -23,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cifake.fileio import atomic_path, write_json
+from cifake.fileio import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -402,11 +401,7 @@ def preprocess(
     Split(xt, yt, np.array(file_names, dtype=np.str_)).save(out_dir / "test.npz")
     write_test_folder(test_dir, file_names, [r[5] for r in test_rows], yt, sources=[r[2] for r in test_rows])
 
-    with atomic_path(out_dir / "errors.csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["File", "Error"])
-            writer.writerows(errors)
+    write_csv(out_dir / "errors.csv", ["File", "Error"], errors)
 
     counts = Counter(f"{r[0]}/{r[1]}" for r in records)
     digest = hashlib.sha256()
@@ -443,10 +438,10 @@ def write_test_folder(
     tmp = fresh_partial_dir(folder)
     for name, data in zip(file_names, contents, strict=True):
         (tmp / name).write_bytes(data)
-    with atomic_path(labels_path(folder)) as tmp_csv:
-        with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["Image Name", "Label"] + (["Source"] if sources else []))
-            for i, (name, label) in enumerate(zip(file_names, labels, strict=True)):
-                writer.writerow([name, LABEL_NAMES[int(label)]] + ([sources[i]] if sources else []))
-        replace_dir(tmp, folder)
+    header = ["Image Name", "Label"] + (["Source"] if sources else [])
+    rows = [
+        [name, LABEL_NAMES[int(label)]] + ([sources[i]] if sources else [])
+        for i, (name, label) in enumerate(zip(file_names, labels, strict=True))
+    ]
+    write_csv(labels_path(folder), header, rows)
+    replace_dir(tmp, folder)

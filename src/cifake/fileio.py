@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -45,6 +46,16 @@ def write_text(target: str | Path, text: str) -> None:
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv(target: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Atomically write a CSV with ``header`` then ``rows``, creating its folder if needed."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
 
 
 def write_json(target: str | Path, data: object) -> None:

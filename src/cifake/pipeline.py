@@ -6,7 +6,6 @@ tracking server that fails mid-run never costs a trained model.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 from cifake import tracking
 from cifake.config import Params
 from cifake.data import Split
-from cifake.fileio import atomic_path, read_json, write_json
+from cifake.fileio import atomic_path, read_json, write_csv, write_json
 from cifake.training import FitConfig, monitored_metric
 
 log = logging.getLogger(__name__)
@@ -38,13 +37,8 @@ def dataset_label(info: dict) -> str:
 
 def write_rows(path: str | Path, rows: list[dict]) -> None:
     """Write a list of dicts as CSV (header from the first row), whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
+    header = list(rows[0]) if rows else []
+    write_csv(path, header, ([row[k] for k in header] for row in rows))
 
 
 def _safe_log_epoch(row: dict) -> None:
@@ -221,7 +215,7 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
         scores["gradient_masking_suspect_eps_255"] = masking
         grid_rows.append((
             f"{name}, PGD {picture_eps * 255:.0f}/255", x_sub[shown], x_show,
-            predict_proba(model, x_sub[shown]), predict_proba(model, x_show),
+            p_clean[subset][shown], predict_proba(model, x_show),
         ))
         results[f"{name}_model"] = scores
         final, final_attacker, final_p = model, attacker, p_clean  # the last model is the final one

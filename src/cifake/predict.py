@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cifake.data import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
-from cifake.fileio import atomic_path
+from cifake.fileio import atomic_path, write_csv
 from cifake.metrics import label_metrics
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,7 @@ def predict_folder(
                     writer.writerow([name, LABEL_NAMES[int(p >= threshold)]])
                 summary.classified += len(names)
                 progress.update(summary.classified, len(summary.failed))
-        with atomic_path(summary.errors_file) as tmp_err:
-            with open(tmp_err, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["Image Name", "Error"])
-                writer.writerows(summary.failed)
+        write_csv(summary.errors_file, ["Image Name", "Error"], summary.failed)
     progress.close()
     summary.seconds = time.perf_counter() - start
     if summary.classified == 0 and not summary.failed:
