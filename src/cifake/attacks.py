@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifake.model import logit_model
+from cifake.progress import progress
 
 
 class Attacker:
@@ -107,12 +108,15 @@ def attack_images(
     if method not in ("fgsm", "pgd"):
         raise ValueError(f"unknown attack {method!r}; use 'fgsm' or 'pgd'")
     out = np.empty(x.shape, dtype=np.float32)
-    for start in range(0, len(x), batch_size):
-        xb = np.asarray(x[start : start + batch_size], dtype=np.float32) / 255.0
-        yb = y[start : start + batch_size]
-        if method == "fgsm":
-            adv = attacker.fgsm(xb, yb, eps)
-        else:
-            adv = attacker.pgd(xb, yb, eps, steps=steps, step=step_fraction * eps)
-        out[start : start + batch_size] = adv.numpy() * 255.0
+    desc = f"{method} eps={eps * 255:.3g}/255" + (f" x{steps}" if method == "pgd" else "")
+    with progress(desc, total=len(x), summary=False) as bar:  # callers report the result
+        for start in range(0, len(x), batch_size):
+            xb = np.asarray(x[start : start + batch_size], dtype=np.float32) / 255.0
+            yb = y[start : start + batch_size]
+            if method == "fgsm":
+                adv = attacker.fgsm(xb, yb, eps)
+            else:
+                adv = attacker.pgd(xb, yb, eps, steps=steps, step=step_fraction * eps)
+            out[start : start + batch_size] = adv.numpy() * 255.0
+            bar.update(len(xb))
     return out

@@ -15,7 +15,7 @@ import stat
 import warnings
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cifake.fileio import atomic_path, write_csv, write_json
+from cifake.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -216,22 +217,24 @@ def extract_archive(archive: str | Path, out_dir: str | Path) -> dict:
         tmp = fresh_partial_dir(out_dir)
         counts: Counter = Counter()
         skipped = []
-        for info in infos:
-            rel = PurePosixPath(info.filename).relative_to(prefix) if prefix.parts else PurePosixPath(info.filename)
-            parts = rel.parts
-            if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES:
-                skipped.append(info.filename)
-                continue
-            if PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(info.filename)
-                continue
-            target = (tmp / rel).resolve()
-            if not target.is_relative_to(tmp.resolve()):
-                raise DataError(f"archive refused: entry {info.filename!r} would escape the target folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            counts[f"{parts[0]}/{parts[1]}"] += 1
+        with progress("extract", total=len(infos), unit="file") as bar:
+            for info in infos:
+                bar.update()
+                rel = PurePosixPath(info.filename).relative_to(prefix) if prefix.parts else PurePosixPath(info.filename)
+                parts = rel.parts
+                if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES:
+                    skipped.append(info.filename)
+                    continue
+                if PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append(info.filename)
+                    continue
+                target = (tmp / rel).resolve()
+                if not target.is_relative_to(tmp.resolve()):
+                    raise DataError(f"archive refused: entry {info.filename!r} would escape the target folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                counts[f"{parts[0]}/{parts[1]}"] += 1
     for name in skipped[:20]:
         log.warning("archive entry skipped (not an image in train|test/REAL|FAKE): %s", name)
     if len(skipped) > 20:
@@ -262,14 +265,17 @@ def copy_directory(source: str | Path, out_dir: str | Path) -> dict:
     root = find_layout_root(Path(source))
     tmp = fresh_partial_dir(Path(out_dir))
     counts: Counter = Counter()
-    for split, cls, path in list_raw(root):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            log.warning("skipped (not an image file name): %s", path)
-            continue
-        target = tmp / split / cls / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        counts[f"{split}/{cls}"] += 1
+    files = list_raw(root)
+    with progress("copy", total=len(files), unit="file") as bar:
+        for split, cls, path in files:
+            bar.update()
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                log.warning("skipped (not an image file name): %s", path)
+                continue
+            target = tmp / split / cls / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            counts[f"{split}/{cls}"] += 1
     replace_dir(tmp, Path(out_dir))
     return {"files": dict(sorted(counts.items()))}
 
@@ -311,18 +317,18 @@ class Split:
             return cls(x=z["x"], y=z["y"], names=z["names"])
 
 
-def _decode_all(items: Iterable[tuple[str, str, Path]], root: Path):
+def _decode_all(items: Sequence[tuple[str, str, Path]], root: Path):
     """Decode every raw file; return records and unreadable files with reasons."""
     records, errors = [], []
-    for split, cls, path in items:
-        data = path.read_bytes()
-        rel = path.relative_to(root).as_posix()
-        try:
-            pixels = decode_image(data)
-        except ImageError as exc:
-            errors.append((rel, str(exc)))
-            continue
-        records.append((split, cls, rel, hashlib.sha256(data).hexdigest(), pixels, data))
+    with progress("decode", total=len(items)) as bar:
+        for split, cls, path in items:
+            data = path.read_bytes()
+            rel = path.relative_to(root).as_posix()
+            try:
+                records.append((split, cls, rel, hashlib.sha256(data).hexdigest(), decode_image(data), data))
+            except ImageError as exc:
+                errors.append((rel, str(exc)))
+            bar.update(unreadable=len(errors))
     return records, errors
 
 
