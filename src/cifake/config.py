@@ -68,6 +68,11 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0.0)
     patience: int = Field(ge=1)
     augment: bool
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field(
+        default="none",
+        description="tf.distribute strategy: none (one device), mirrored (all GPUs, else all logical CPUs), "
+        "multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG)",
+    )
 
 
 class FinetuneParams(TrainParams):

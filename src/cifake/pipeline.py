@@ -15,7 +15,7 @@ import numpy as np
 from cifake import tracking
 from cifake.config import Params
 from cifake.data import Split
-from cifake.fileio import atomic_path, read_json, write_csv, write_json
+from cifake.fileio import atomic_path, read_json, sha256_file, write_csv, write_json
 from cifake.training import FitConfig, monitored_metric
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,17 @@ def train_and_record(
 ) -> dict:
     """Train (from scratch or from ``init_model``), save, then log and register in MLflow."""
     from cifake.model import build_model, load_model, save_model
-    from cifake.training import fit, set_determinism
+    from cifake.training import distribution_strategy, fit, set_determinism
 
     set_determinism(params.seed)
     info = dataset_info()
     train, val = Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz")
-    model = load_model(init_model) if init_model else build_model(params.model)
+    strategy = distribution_strategy(config.strategy)
+    with strategy.scope():
+        model = load_model(init_model) if init_model else build_model(params.model)
     with tracking.stage_run(stage, params.tracking.experiment, stage_params, info):
         start = time.perf_counter()
-        history = fit(model, train, val, config, on_epoch=_safe_log_epoch)
+        history = fit(model, train, val, config, on_epoch=_safe_log_epoch, strategy=strategy)
         seconds = time.perf_counter() - start
         save_model(model, out_model)
         write_rows(out_history, history)
@@ -92,9 +94,29 @@ def train_and_record(
             f"{stage} on {info['source']} data; {model.name}, {metrics['parameters']:,} params; "
             + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith("val_"))
         )
-        version = tracking.register_model(model, params.tracking.registered_model, description, alias=alias)
+        version = tracking.register_model(
+            model, params.tracking.registered_model, description, alias=alias,
+            tags={"stage": stage, "model_sha256": sha256_file(out_model)},
+        )
         print(f"{stage}: saved {out_model}; registered {params.tracking.registered_model} v{version}")
     return metrics
+
+
+def evaluation_summary(scores: dict, attack_images: int, pgd_steps: int, test2: dict | None = None) -> str:
+    """One paragraph of a model's test figures, for its registered version's description."""
+    clean = scores["clean"]
+    pgd = [(k.removeprefix("pgd_eps"), v) for k, v in scores.items() if k.startswith("pgd_eps")]
+    text = (
+        f"Test set ({clean['n']:,} images): accuracy {clean['accuracy']:.4f} "
+        f"[95% CI {clean['accuracy_ci95_low']:.4f}-{clean['accuracy_ci95_high']:.4f}], "
+        f"precision {clean['precision']:.4f}, recall {clean['recall']:.4f}, F1 {clean['f1']:.4f} (Fake positive). "
+        f"PGD-{pgd_steps} accuracy on {attack_images:,} images: "
+        + ", ".join(f"{eps.replace('p', '.')}/255 {v['accuracy']:.4f}" for eps, v in pgd)
+        + "."
+    )
+    if test2 is not None:
+        text += f" Test_dataset_2 ({test2['attack']}): accuracy {test2['accuracy']:.4f}, F1 {test2['f1']:.4f}."
+    return text
 
 
 def _eps_key(method: str, eps: float) -> str:
@@ -164,7 +186,7 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
     """
     from cifake.attacks import Attacker, attack_images
     from cifake.data import write_test_folder
-    from cifake.metrics import classification_metrics, roc_points, stratified_subset
+    from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
     from cifake.model import load_model
     from cifake.training import predict_proba, set_determinism
 
@@ -192,6 +214,7 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
         p_clean = predict_proba(model, test.x, ev.batch_size)
         scores = {"clean": classification_metrics(test.y, p_clean)}
         write_rows(plots / f"roc_{name}_model.csv", roc_points(test.y, p_clean))
+        write_rows(plots / f"pr_{name}_model.csv", pr_points(test.y, p_clean))
         masking = []
         for eps in ev.epsilons:
             acc = {}
@@ -208,8 +231,9 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
                 scores[_eps_key(method, eps)] = {k: m[k] for k in keep}
                 acc[method] = m["accuracy"]
                 curve[round(eps * 255, 2)][f"{name}_{method}"] = m["accuracy"]
-                log.info("%s model, %s eps=%.4f: accuracy %.4f (%.0f s)", name, method, eps, m["accuracy"],
-                         time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                log.info("%s model, %s eps=%.2f/255: accuracy %.4f (%d images in %.0f s, %.0f images/s)",
+                         name, method, eps * 255, m["accuracy"], len(y_sub), seconds, len(y_sub) / seconds)
             if acc["pgd"] > acc["fgsm"] + 0.01:  # PGD should never do worse than one FGSM step
                 masking.append(round(eps * 255, 2))
         scores["gradient_masking_suspect_eps_255"] = masking
@@ -224,10 +248,12 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
     write_rows(plots / "confusion_clean.csv", _confusion_rows(test.y, final_p))
 
     # Test_dataset_2: every test image under white-box PGD against the final model, stored as PNG.
+    start = time.perf_counter()
     x2 = attack_images(
         final_attacker, test.x, test.y, method="pgd", eps=ev.test2_epsilon,
         steps=ev.test2_pgd_steps, step_fraction=ev.pgd_step_fraction, batch_size=ev.batch_size,
     )
+    log.info("Test_dataset_2: %d images attacked in %.0f s", len(test.y), time.perf_counter() - start)
     x2 = np.clip(np.rint(x2), 0, 255).astype(np.uint8)
     names = [str(Path(n).with_suffix(".png")) for n in test.names]
     write_test_folder(test2_dir, names, [_png(img) for img in x2], test.y)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 from cifake.attacks import Attacker, attack_images
 from cifake.data import Split
+from cifake.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,27 @@ def set_determinism(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named in ``params.yaml`` (``train.strategy``).
+
+    ``none``: TensorFlow's default strategy (one device). ``mirrored``: synchronous
+    data parallelism over all GPUs, or over all logical CPU devices when there is
+    no GPU. ``multi_worker``: ``MultiWorkerMirroredStrategy``, which reads the
+    cluster from the ``TF_CONFIG`` environment variable. Build or load the model
+    inside ``strategy.scope()``; :func:`fit` then trains it on every replica.
+    """
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            log.warning("multi_worker: TF_CONFIG is not set, so this process trains as a single worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; use none, mirrored or multi_worker")
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,7 @@ class FitConfig:
     augment: bool
     seed: int
     adversarial: Adversarial | None = None
+    strategy: str = "none"
 
 
 EpochCallback = Callable[[dict], None]
@@ -99,37 +123,50 @@ def fit(
     val: Split,
     config: FitConfig,
     on_epoch: EpochCallback | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; return one dict of metrics per epoch.
+
+    With a ``strategy`` (see :func:`distribution_strategy`), ``model`` must have
+    been built or loaded inside ``strategy.scope()``; each batch of
+    ``config.batch_size`` images is split across its replicas.
 
     Keys: ``epoch``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
     ``seconds``, ``images_per_second`` and, for adversarial training,
     ``val_pgd_accuracy``. The best epoch's weights are restored at the end.
     """
     adv = config.adversarial
+    strategy = strategy or tf.distribute.get_strategy()
     attacker = Attacker(model)
     steps_per_epoch = math.ceil(len(train.y) / config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
     variables = model.trainable_variables
-    optimizer.build(variables)
+    with strategy.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
+        )
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+        optimizer.build(variables)
 
-    @tf.function
-    def train_step(x, y):
+    def replica_step(x, y):
+        """One step on one replica's share of the batch; the gradient is of the global mean loss."""
         if adv is not None:
             n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - adv.clean_fraction)), tf.int32)
             x_adv = attacker.fgsm(x[:n_adv] / 255.0, y[:n_adv], adv.epsilon, adv.step, adv.random_start) * 255.0
             x = tf.concat([x_adv, x[n_adv:]], axis=0)
         with tf.GradientTape() as tape:
             logits = attacker.logits(x / 255.0, training=True)
-            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
+            per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = tf.nn.compute_average_loss(per_image)  # divides by the global batch size
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), y), tf.float32))
-        return loss * tf.cast(tf.shape(x)[0], tf.float32), correct
+        return tf.reduce_sum(per_image), correct, tf.shape(x)[0]
 
-    dataset = _dataset(train, config.batch_size, config.augment, config.seed)
+    @tf.function
+    def train_step(x, y):
+        totals = strategy.run(replica_step, args=(x, y))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in totals]
+
+    dataset = strategy.experimental_distribute_dataset(_dataset(train, config.batch_size, config.augment, config.seed))
     if adv is not None:
         rng = np.random.default_rng(config.seed)
         pick = np.sort(rng.choice(len(val.y), size=min(adv.val_subset, len(val.y)), replace=False))
@@ -138,11 +175,15 @@ def fit(
     best, best_weights, waited, history = -np.inf, model.get_weights(), 0, []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
-        total_loss = total_correct = 0.0
-        for x, y in dataset:
-            loss, correct = train_step(x, y)
-            total_loss += float(loss)
-            total_correct += float(correct)
+        total_loss = total_correct = seen = 0.0
+        # the epoch line printed below is the summary, so the bar itself prints none
+        with progress(f"epoch {epoch}/{config.epochs}", total=len(train.y), summary=False) as bar:
+            for x, y in dataset:
+                loss, correct, count = train_step(x, y)
+                total_loss += float(loss)
+                total_correct += float(correct)
+                seen += int(count)
+                bar.update(int(count), accuracy=f"{total_correct / seen:.4f}")
         seconds = time.perf_counter() - start
         p_val = predict_proba(model, val.x)
         row = {
