@@ -56,3 +56,61 @@ def tiny_model_path(tiny_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     save_model(tiny_model, path)
     return path
+
+
+# --------------------------------------------------------------- whole-project runs in a temporary copy
+
+# A pipeline small enough for a test: about a minute for all six stages on 2 cores.
+TINY = {
+    ("data", "sample", "train_per_class"): 60,
+    ("data", "sample", "test_per_class"): 20,
+    ("train", "epochs"): 2,
+    ("fgsm_finetune", "epochs"): 1,
+    ("evaluate", "attack_subset"): 16,
+    ("evaluate", "pgd_steps"): 3,
+    ("evaluate", "test2_pgd_steps"): 2,
+    ("evaluate", "epsilons"): [0.0078431, 0.0313725],
+}
+
+
+def copy_project(dest: Path, overrides: dict[tuple[str, ...], object]) -> None:
+    """Copy the project's tracked and new files (no results, no lock) to ``dest``; override params."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    for name in filter(None, files):
+        src = ROOT / name
+        if not src.is_file() or name.startswith(("metrics/", "models/pretrained/")) or name == "dvc.lock":
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for keys, value in overrides.items():
+        node = params
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_ok(args, cwd, env, timeout: float = 900) -> str:
+    """Run a command; fail the test with its output if it fails. Returns stdout + stderr."""
+    import subprocess
+
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def git_commit_all(dest: Path, env) -> None:
+    """Make ``dest`` a git repository with one commit (DVC experiments need one)."""
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
+    run_ok(git[:1] + ["init", "-q"], dest, env)
+    run_ok(git + ["add", "-A"], dest, env)
+    run_ok(git + ["commit", "-qm", "copy"], dest, env)

@@ -8,55 +8,14 @@ that a forced rerun with the same seed gives identical metrics files.
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from .conftest import ROOT
+from .conftest import TINY, copy_project, git_commit_all, run_ok
 
 pytestmark = pytest.mark.e2e
-
-TINY = {
-    ("data", "sample", "train_per_class"): 60,
-    ("data", "sample", "test_per_class"): 20,
-    ("train", "epochs"): 2,
-    ("fgsm_finetune", "epochs"): 1,
-    ("evaluate", "attack_subset"): 16,
-    ("evaluate", "pgd_steps"): 3,
-    ("evaluate", "test2_pgd_steps"): 2,
-    ("evaluate", "epsilons"): [0.0078431, 0.0313725],
-}
-
-
-def _copy_project(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\n")
-    for name in filter(None, files):
-        src = ROOT / name
-        if not src.is_file() or name.startswith(("metrics/", "models/pretrained/")) or name == "dvc.lock":
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for keys, value in TINY.items():
-        node = params
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout + result.stderr
-
 
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as fh:
@@ -66,18 +25,15 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     dest = tmp_path_factory.mktemp("project")
-    _copy_project(dest)
+    copy_project(dest, TINY)
     env = {
         **os.environ,
         "PYTHONPATH": str(dest / "src"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{dest}/mlflow.db",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
-    _run(git[:1] + ["init", "-q"], dest, env)
-    _run(git + ["add", "-A"], dest, env)
-    _run(git + ["commit", "-qm", "copy"], dest, env)
-    first = _run([sys.executable, "-m", "dvc", "repro"], dest, env)
+    git_commit_all(dest, env)
+    first = run_ok([sys.executable, "-m", "dvc", "repro"], dest, env)
     return dest, env, first
 
 
@@ -141,26 +97,78 @@ def test_mlflow_has_runs_and_registered_versions(project):
 
 def test_second_repro_does_nothing_and_metrics_commands_work(project):
     dest, env, _ = project
-    again = _run([sys.executable, "-m", "dvc", "repro"], dest, env)
+    again = run_ok([sys.executable, "-m", "dvc", "repro"], dest, env)
     assert "Running stage" not in again
-    shown = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], dest, env))
+    shown = json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "show", "--json"], dest, env))
     assert shown
-    _run([sys.executable, "-m", "dvc", "metrics", "diff"], dest, env)
+    run_ok([sys.executable, "-m", "dvc", "metrics", "diff"], dest, env)
 
 
 def test_forced_rerun_gives_identical_metrics(project):
     dest, env, _ = project
     names = ("data", "train", "finetune", "evaluate", "predict")
     before = {n: (dest / f"metrics/{n}.json").read_text() for n in names}
-    _run([sys.executable, "-m", "dvc", "repro", "-f"], dest, env)
+    run_ok([sys.executable, "-m", "dvc", "repro", "-f"], dest, env)
     after = {n: (dest / f"metrics/{n}.json").read_text() for n in names}
     assert after == before
 
 
 def test_plots_render_offline(project):
     dest, env, _ = project
-    _run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], dest, env)
+    run_ok([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], dest, env)
     page = (dest / "plots_html" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
     for title in ("Training accuracy per epoch", "Accuracy under attack against epsilon", "Test_dataset_2"):
         assert title in page
+
+
+def _declared_plots(dvc_yaml: dict) -> dict[str, set[str]]:
+    """Every plot file declared in dvc.yaml -> the columns the declaration reads from it."""
+    files: dict[str, set[str]] = {}
+    for stage in dvc_yaml["stages"].values():
+        for entry in stage.get("plots", []):
+            (path, spec), = entry.items() if isinstance(entry, dict) else ((entry, {}),)
+            files.setdefault(path, set()).update(v for k, v in (spec or {}).items() if k in ("x", "y"))
+    for entry in dvc_yaml.get("plots", []):
+        (_, spec), = entry.items()
+        for path, columns in spec["y"].items():
+            files.setdefault(path, set()).update([spec["x"], *([columns] if isinstance(columns, str) else columns)])
+    return files
+
+
+def test_every_declared_plot_is_produced_with_its_columns(project):
+    dest, _, _ = project
+    import yaml
+
+    declared = _declared_plots(yaml.safe_load((dest / "dvc.yaml").read_text()))
+    assert len(declared) >= 10  # histories, ROC and PR per model, robustness, 2 confusions, picture
+    for path, columns in declared.items():
+        assert (dest / path).is_file() and (dest / path).stat().st_size > 0, path
+        if path.endswith(".csv"):
+            rows = _rows(dest / path)
+            assert rows, f"{path} is empty"
+            assert columns <= set(rows[0]), f"{path} lacks {columns - set(rows[0])}"
+    for model in ("clean", "robust"):
+        pr = _rows(dest / f"metrics/plots/pr_{model}_model.csv")
+        assert all(0.0 <= float(r["precision"]) <= 1.0 and 0.0 <= float(r["recall"]) <= 1.0 for r in pr)
+
+
+def test_outputs_travel_through_a_local_dvc_remote(project, tmp_path):
+    """A colleague clones the repository and pulls models and data from the team's DVC remote."""
+    dest, env, _ = project
+    dvc = [sys.executable, "-m", "dvc"]
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
+    run_ok(dvc + ["remote", "add", "-d", "shared", str(tmp_path / "remote")], dest, env)
+    pushed = run_ok(dvc + ["push"], dest, env)
+    assert "pushed" in pushed
+    run_ok(git + ["add", "-A"], dest, env)
+    run_ok(git + ["commit", "-qm", "results"], dest, env)
+
+    clone = tmp_path / "clone"
+    run_ok(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
+    assert not (clone / "models/model_robust.keras").exists()
+    run_ok(dvc + ["pull"], clone, env)
+    for path in ("models/model.keras", "models/model_robust.keras", "data/processed/test.npz"):
+        assert (clone / path).read_bytes() == (dest / path).read_bytes(), path
+    status = run_ok(dvc + ["status"], clone, env)
+    assert "up to date" in status

@@ -84,9 +84,11 @@ def stage_run(stage: str, experiment: str, params: dict, dataset: dict) -> Itera
         "dataset.source": dataset.get("source", "unknown"),
         "dataset.sha256": dataset.get("dataset_sha256", "unknown"),
     }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    name = f"{stage}-{dataset.get('source', 'data')}-{commit[:7]}"
+    experiment_name = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`
+    if experiment_name:
+        tags["dvc_experiment"] = experiment_name
+    # e.g. "train-archive-sworn-bump" under `dvc exp run`, "train-sample-1cb9ad6" under `dvc repro`
+    name = f"{stage}-{dataset.get('source', 'data')}-{experiment_name or commit[:7]}"
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
         yield run
@@ -122,10 +124,15 @@ def log_artifacts(*paths: str | Path) -> None:
             mlflow.log_artifact(str(path))
 
 
-def register_model(model, registered_name: str, description: str, alias: str | None = None) -> int:
+def register_model(
+    model, registered_name: str, description: str, alias: str | None = None, tags: dict | None = None
+) -> int:
     """Log ``model`` with the ``mlflow.keras`` flavour and a signature; register a new version.
 
-    Returns the version number; ``alias`` (e.g. ``champion``) is moved to it.
+    Returns the version number. ``description`` is also kept in the version's
+    ``training`` tag, so that :func:`describe_versions` can extend it later;
+    ``tags`` (e.g. the saved file's ``model_sha256``) go on the version; ``alias``
+    (e.g. ``champion``) is moved to it.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -135,9 +142,34 @@ def register_model(model, registered_name: str, description: str, alias: str | N
     info = mlflow.keras.log_model(
         model, name="model", signature=signature, registered_model_name=registered_name
     )
-    version = int(info.registered_model_version)
+    version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
-    client.update_model_version(registered_name, str(version), description=description)
+    client.update_model_version(registered_name, version, description=description)
+    for key, value in {**(tags or {}), "training": description}.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
     if alias:
-        client.set_registered_model_alias(registered_name, alias, str(version))
-    return version
+        client.set_registered_model_alias(registered_name, alias, version)
+    return int(version)
+
+
+def describe_versions(registered_name: str, summaries: dict[str, str]) -> list[int]:
+    """Add evaluation results to the descriptions of registered versions.
+
+    ``summaries`` maps a model file's sha256 to the text to add; the versions are
+    found by their ``model_sha256`` tag (set when they were registered), so the
+    figures land on exactly the versions that were evaluated. Returns the versions
+    updated; a model that was never registered is skipped with a warning.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    updated = []
+    for sha, summary in summaries.items():
+        found = client.search_model_versions(f"name = '{registered_name}' and tags.model_sha256 = '{sha}'")
+        if not found:
+            log.warning("no registered version of %s has model_sha256=%s; description not updated", registered_name, sha)
+        for v in found:
+            client.update_model_version(registered_name, v.version, description=f"{v.tags.get('training', '')}\n{summary}")
+            updated.append(int(v.version))
+    return sorted(updated)
