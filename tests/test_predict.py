@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cifake.predict as predict_module
 from cifake.cli import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, main
 from cifake.predict import CSV_COLUMNS, errors_path, predict_folder, read_labels, score_csv
 
@@ -136,15 +137,18 @@ def test_interrupted_run_leaves_no_half_csv(tmp_path, tiny_model, monkeypatch):
     out = tmp_path / "out.csv"
     out.write_text("previous complete results\n")
     calls = {"n": 0}
+    real_load = predict_module.load_image
 
-    def flaky(*a, **k):
+    def interrupted_at_the_fourth_image(path):  # Ctrl-C after the first batch was written
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 4:
             raise KeyboardInterrupt
-        return tiny_model(*a, **k)
+        return real_load(path)
 
+    monkeypatch.setattr(predict_module, "load_image", interrupted_at_the_fourth_image)
     with pytest.raises(KeyboardInterrupt):
-        predict_folder(flaky, tmp_path / "in", out, batch_size=2)
+        predict_folder(tiny_model, tmp_path / "in", out, batch_size=2)
+    assert calls["n"] == 4
     assert out.read_text() == "previous complete results\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.csv"]
 
@@ -185,3 +189,42 @@ def test_output_inside_the_input_folder_is_not_classified(tmp_path, tiny_model_p
     assert main(args) == EXIT_OK
     assert main(args) == EXIT_OK  # the first run's CSV and errors file are not inputs the second time
     assert [r["Image Name"] for r in _rows(out)] == ["a.jpg"]
+
+
+def test_prefetch_keeps_order_and_bounds_what_is_read_ahead():
+    import threading
+
+    from cifake.predict import prefetch
+
+    produced = []
+
+    def items():
+        for i in range(50):
+            produced.append(i)
+            yield i
+
+    seen = []
+    for item in prefetch(items(), depth=2):
+        seen.append(item)
+        # the producer is at most depth items, plus the one it holds, ahead of the consumer
+        assert len(produced) - len(seen) <= 3
+    assert seen == list(range(50))
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
+
+
+def test_prefetch_hands_producer_errors_to_the_consumer_and_stops_when_abandoned():
+    import threading
+
+    from cifake.predict import prefetch
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(prefetch(failing()))
+
+    endless = prefetch(iter(range(10**9)), depth=1)
+    assert next(endless) == 0
+    endless.close()  # the consumer stops early (e.g. model error): the producer must not hang around
+    assert not [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]

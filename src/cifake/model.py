@@ -9,9 +9,12 @@ loads with ``safe_mode=True`` and no custom objects.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from cifake.config import ModelParams
@@ -83,6 +86,32 @@ def logit_model(model: keras.Model) -> keras.Model | None:
     except ValueError:
         return None
     return keras.Model(model.input, layer.output, name=f"{model.name}_logits")
+
+
+# One traced inference graph per model (about 2x faster than eager calls on a 2-core CPU).
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """P(Fake) for float pixels in [0, 255], shape ``(N, 32, 32, 3)``; returns shape ``(N,)``.
+
+    Runs ``model`` in inference mode through a ``tf.function`` traced once per model
+    (for any batch size); the graph reads the model's variables, so it follows
+    weight updates during training.
+    """
+    forward = _FORWARD.get(model)
+    if forward is None:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        forward = tf.function(
+            lambda pixels: ref()(pixels, training=False),
+            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+        )
+        _FORWARD[model] = forward
+    out = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), batch_size):
+        batch = tf.convert_to_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32))
+        out[start : start + batch_size] = np.reshape(forward(batch).numpy(), [-1])
+    return out
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:

@@ -188,7 +188,8 @@ def evaluate_models(params: Params, models: dict[str, str], test2_dir: str, plot
     from cifake.data import write_test_folder
     from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
     from cifake.model import load_model
-    from cifake.training import predict_proba, set_determinism
+    from cifake.model import predict_proba
+    from cifake.training import set_determinism
 
     set_determinism(params.seed)
     ev = params.evaluate

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import numpy as np
 from cifake.data import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
 from cifake.fileio import atomic_path, write_csv
 from cifake.metrics import label_metrics
+from cifake.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,44 @@ def _batches(
         yield names, np.stack(pixels)
 
 
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Yield from ``items``, produced ahead by a background thread, at most ``depth`` waiting.
+
+    Decoding (Pillow releases the GIL) then overlaps inference, and memory stays
+    bounded by ``depth`` batches. An exception in the producer is re-raised here;
+    when the consumer stops early, the producer stops at its next item.
+    """
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(item)
+        except BaseException as exc:  # handed to the consumer
+            slots.put(exc)
+        else:
+            slots.put(done)
+
+    worker = threading.Thread(target=produce, name="prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
 def _check_output(output: Path) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
@@ -134,51 +175,32 @@ def predict_folder(
     batch_size: int = 256,
 ) -> PredictSummary:
     """Classify every image under ``input_dir``; write the CSV and its errors file."""
-    import tensorflow as tf
+    from cifake.model import predict_proba
 
     root, output = Path(input_dir), Path(output)
     if not root.is_dir():
         raise PredictError(f"input folder does not exist or is not a folder: {root}")
     _check_output(output)
     summary = PredictSummary(output=output, errors_file=errors_path(output))
-    progress = _Progress()
     start = time.perf_counter()
     with atomic_path(output) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             skip = _own_files(output, summary.errors_file)
-            for names, pixels in _batches(root, batch_size, summary.failed, skip):
-                x = tf.convert_to_tensor(pixels.astype(np.float32))
-                p_fake = np.reshape(model(x, training=False), [-1])
-                for name, p in zip(names, p_fake):
-                    writer.writerow([name, LABEL_NAMES[int(p >= threshold)]])
-                summary.classified += len(names)
-                progress.update(summary.classified, len(summary.failed))
+            # the folder is streamed, not listed first: the bar counts without a total
+            with progress("predict", summary=False) as bar:  # the caller prints summary.describe()
+                for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip)):
+                    p_fake = predict_proba(model, pixels, batch_size)
+                    for name, p in zip(names, p_fake):
+                        writer.writerow([name, LABEL_NAMES[int(p >= threshold)]])
+                    summary.classified += len(names)
+                    bar.update(len(names), skipped=len(summary.failed))
         write_csv(summary.errors_file, ["Image Name", "Error"], summary.failed)
-    progress.close()
     summary.seconds = time.perf_counter() - start
     if summary.classified == 0 and not summary.failed:
         log.warning("no files found under %s", root)
     return summary
-
-
-class _Progress:
-    """A progress line on a terminal (every ~1 s); silent otherwise."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done: int, failed: int) -> None:
-        now = time.perf_counter()
-        if self.enabled and now - self.last >= 1.0:
-            self.last = now
-            print(f"\r{done} classified, {failed} skipped, {done / (now - self.start):.0f} img/s", end="", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
 
 
 def read_labels(path: str | Path) -> dict[str, int]:

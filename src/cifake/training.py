@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from cifake.attacks import Attacker, attack_images
 from cifake.data import Split
+from cifake.model import predict_proba
 from cifake.progress import progress
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,6 @@ def _dataset(split: Split, batch_size: int, augment: bool, seed: int) -> tf.data
     options.autotune.enabled = False  # autotune stalled epochs by seconds on 2-core CPUs
     options.deterministic = True
     return ds.with_options(options)
-
-
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """P(Fake) for images in [0, 255], shape (N,)."""
-    out = np.empty(len(x), dtype=np.float32)
-    for start in range(0, len(x), batch_size):
-        batch = tf.convert_to_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32))
-        out[start : start + batch_size] = np.reshape(model(batch, training=False), [-1])
-    return out
 
 
 def fit(
