@@ -8,6 +8,8 @@ versions back through the client over HTTP.
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +19,8 @@ import urllib.request
 import pytest
 
 from .conftest import TINY, copy_project, git_commit_all, run_ok
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +78,7 @@ def tracked(server, tmp_path_factory):
         "ev = next(r for r in runs if r.data.tags['stage'] == 'evaluate');"
         "vs = c.search_model_versions(\"name='cifake-detector'\");"
         "print(json.dumps({'runs': {r.data.tags['stage']: {'name': r.info.run_name, 'metrics': sorted(r.data.metrics),"
-        " 'tags': r.data.tags} for r in runs},"
+        " 'tags': r.data.tags, 'id': r.info.run_id, 'experiment_id': r.info.experiment_id} for r in runs},"
         " 'evaluate_artifacts': sorted(a.path for a in c.list_artifacts(ev.info.run_id, 'plots')),"
         " 'versions': {v.version: {'description': v.description, 'tags': v.tags} for v in vs},"
         " 'champion': c.get_model_version_by_alias('cifake-detector', 'champion').version}))"
@@ -110,3 +114,59 @@ def test_registered_versions_carry_their_test_figures(tracked):
         assert "Test set (40 images): accuracy" in v["description"]
         assert "PGD-3 accuracy on 16 images" in v["description"]
     assert "Test_dataset_2" in versions["2"]["description"]
+
+
+def _browse(url: str, profile, expect: list[str], screenshot=None) -> str:
+    """The visible text of ``url`` after its JavaScript ran, in headless Chromium; optionally a screenshot.
+
+    The UI loads its chart code lazily, over the network, which Chromium's virtual
+    time does not wait for; so the page is visited up to three times with one
+    profile (the code is cached after the first) until every ``expect`` string shows.
+    """
+    args = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+        f"--user-data-dir={profile}", "--window-size=1400,800", "--virtual-time-budget=20000",
+    ]
+    for _ in range(3):
+        dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+        text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)).split())
+        if all(e in text for e in expect):
+            break
+    if screenshot:
+        subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    return text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium)")
+def test_mlflow_ui_shows_runs_metric_charts_and_versions(server, tracked, tmp_path):
+    """What a person sees in the MLflow UI, rendered by a real browser.
+
+    Set CIFAKE_SCREENSHOTS=folder to keep screenshots of the three pages (the README's come from here).
+    """
+    uri, _ = server
+    info, _ = tracked
+    shots = os.environ.get("CIFAKE_SCREENSHOTS")
+    shot = (lambda name: os.path.join(shots, f"mlflow_{name}.png")) if shots else (lambda name: None)
+    train, finetune = info["runs"]["train"], info["runs"]["fgsm_finetune"]
+    experiment = train["experiment_id"]
+
+    names = [run["name"] for run in info["runs"].values()]
+    runs_page = _browse(f"{uri}/#/experiments/{experiment}/runs", tmp_path / "p1", names)
+    for name in names:
+        assert name in runs_page
+    assert "cifake-detector v1" in runs_page and "cifake-detector v2" in runs_page
+
+    metrics = ["accuracy", "loss", "best.val_pgd_accuracy", "Step"]  # Step: per-epoch metrics drawn over steps
+    charts = _browse(f"{uri}/#/experiments/{experiment}/runs/{finetune['id']}/model-metrics", tmp_path / "p2",
+                     metrics, shot("metric_charts"))
+    assert "Model metrics" in charts and finetune["name"] in charts
+    for metric in metrics:
+        assert metric in charts
+
+    versions = _browse(f"{uri}/#/models/cifake-detector", tmp_path / "p3", ["Version 2"], shot("registered_versions"))
+    assert "Version 1" in versions and "Version 2" in versions and "champion" in versions
+
+    version = _browse(f"{uri}/#/models/cifake-detector/versions/2", tmp_path / "p4", ["Test set"],
+                      shot("champion_version"))
+    assert "Test set (40 images): accuracy" in version and "Test_dataset_2" in version
