@@ -1,4 +1,5 @@
-"""Training through tf.distribute: `mirrored` on two logical CPU devices matches one device.
+"""Training through tf.distribute: `mirrored` on two logical CPU devices matches one device,
+and `multi_worker` trains one model across two processes that read their cluster from TF_CONFIG.
 
 Logical devices must be configured before TensorFlow starts, so the comparison
 runs in a fresh Python process. The seed CNN without dropout has no per-replica
@@ -7,6 +8,8 @@ replicas must give the same training as one device, up to float rounding.
 """
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -14,13 +17,9 @@ import pytest
 
 from .conftest import ROOT
 
-SCRIPT = r"""
-import json, sys
+# The training task both tests run: a small learnable problem for a seed CNN without dropout.
+TASK = r"""
 import numpy as np
-import tensorflow as tf
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from cifake.config import ModelParams
 from cifake.data import Split
@@ -36,7 +35,15 @@ def split(n):
 train, val = split(256), split(128)
 params = ModelParams(architecture="seed_cnn", widths=(8, 16), blocks_per_stage=1, dense_units=16, dropout=0.0)
 config = FitConfig(epochs=4, batch_size=32, learning_rate=3e-3, weight_decay=0.0, patience=5, augment=False, seed=0)
+"""
 
+SCRIPT = r"""
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+""" + TASK + r"""
 out = {}
 for name in ("none", "mirrored"):
     set_determinism(0)
@@ -59,7 +66,7 @@ print("RESULT " + json.dumps(out))
 def runs():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
@@ -91,3 +98,68 @@ def test_unknown_strategy_is_refused():
 
     with pytest.raises(ValueError, match="unknown strategy"):
         distribution_strategy("parameter_server")
+
+
+MULTI_WORKER_SCRIPT = TASK + r"""
+import dataclasses
+import json
+
+from cifake.training import is_chief
+
+config = dataclasses.replace(config, epochs=3)
+set_determinism(0)
+strategy = distribution_strategy("multi_worker")
+with strategy.scope():
+    model = build_model(params)
+history = fit(model, train, val, config, strategy=strategy)
+print("RESULT " + json.dumps({
+    "chief": is_chief(strategy),
+    "replicas": strategy.num_replicas_in_sync,
+    "loss": [h["loss"] for h in history],
+    "val_accuracy": history[-1]["val_accuracy"],
+    "weights": [float(np.abs(w).sum()) for w in model.get_weights()],
+}))
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_trains_one_model_across_two_processes():
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        workers.append(subprocess.Popen([sys.executable, "-c", MULTI_WORKER_SCRIPT], cwd=ROOT, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for proc in workers:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-4000:]
+            line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+            results.append(json.loads(line.removeprefix("RESULT ")))
+    finally:
+        for proc in workers:
+            proc.kill()
+    chief, helper = results
+    assert chief["chief"] is True and helper["chief"] is False  # worker 0 saves and logs, worker 1 does not
+    assert chief["replicas"] == helper["replicas"] == 2
+    assert helper["weights"] == pytest.approx(chief["weights"], rel=1e-6)  # one model, kept in sync
+    assert chief["loss"][-1] < chief["loss"][0] and chief["val_accuracy"] > 0.9
+
+
+def test_is_chief_without_a_cluster():
+    import tensorflow as tf
+
+    from cifake.training import is_chief
+
+    assert is_chief(tf.distribute.get_strategy())

@@ -62,7 +62,7 @@ def train_and_record(
 ) -> dict:
     """Train (from scratch or from ``init_model``), save, then log and register in MLflow."""
     from cifake.model import build_model, load_model, save_model
-    from cifake.training import distribution_strategy, fit, set_determinism
+    from cifake.training import distribution_strategy, fit, is_chief, set_determinism
 
     set_determinism(params.seed)
     info = dataset_info()
@@ -70,6 +70,10 @@ def train_and_record(
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model = load_model(init_model) if init_model else build_model(params.model)
+    if not is_chief(strategy):  # a multi_worker helper: it trains its share; the chief saves and logs
+        fit(model, train, val, config, strategy=strategy)
+        print(f"{stage}: this worker's part of the training is done; the chief saves the model and logs it")
+        return {}
     with tracking.stage_run(stage, params.tracking.experiment, stage_params, info):
         start = time.perf_counter()
         history = fit(model, train, val, config, on_epoch=_safe_log_epoch, strategy=strategy)

@@ -57,6 +57,21 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}; use none, mirrored or multi_worker")
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process saves the model and logs to MLflow.
+
+    True everywhere except on the non-chief workers of a ``multi_worker`` cluster:
+    the chief is the task of type ``chief``, or worker 0 when ``TF_CONFIG`` names none.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
 @dataclass(frozen=True)
 class Adversarial:
     """Random-start FGSM settings for adversarial training (0-1 pixel scale)."""

@@ -1,0 +1,74 @@
+"""Wall time of `dvc repro` on the offline sample from a fresh clone, and of the no-op second run.
+
+    python benchmarks/repro_time.py [-o benchmarks/repro_time.json]
+
+Clones the repository's committed HEAD into a temporary folder (uncommitted changes are not
+measured), runs `dvc repro` there with its own MLflow database, then `dvc repro` again, and
+records both wall times and the time of each stage (from DVC's "Running stage" lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed_repro(clone: Path, env: dict) -> tuple[float, dict[str, float]]:
+    """Run `dvc repro` in ``clone``; return its wall time and the seconds spent in each stage."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    start = last = time.perf_counter()
+    stages, current, output = {}, None, []
+    for line in proc.stdout:
+        output.append(line)
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if current:
+                stages[current] = round(now - last, 1)
+            current, last = line.split("'")[1], now
+    if proc.wait() != 0:
+        raise SystemExit("dvc repro failed:\n" + "".join(output[-40:]))
+    end = time.perf_counter()
+    if current:
+        stages[current] = round(end - last, 1)
+    return end - start, stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/repro_time.json"))
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "cifake"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = {**os.environ, "PYTHONPATH": str(clone / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{clone}/mlflow.db"}
+        first, stages = timed_repro(clone, env)
+        second, _ = timed_repro(clone, env)
+    result = {
+        "commit": commit,
+        "command": "dvc repro (offline sample, params.yaml as committed) in a fresh clone",
+        "cpus": os.cpu_count(),
+        "first_repro_seconds": round(first, 1),
+        "stage_seconds": stages,
+        "second_repro_seconds": round(second, 1),
+        "target_first_repro_seconds": 180,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
