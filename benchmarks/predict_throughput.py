@@ -24,7 +24,7 @@ import numpy as np
 
 def main() -> None:
     from cifake.cli import DEFAULT_MODEL
-    from cifake.data import load_image
+    from cifake.images import load_image
     from cifake.model import load_model, predict_proba
     from cifake.predict import iter_files, predict_folder
 

@@ -32,7 +32,7 @@ DEFAULT_ARCHITECTURES = ["seed_cnn 32-64", "resnet 16-32-64", "resnet 32-64-128"
 
 
 def _images(n: int, seed: int):
-    from cifake.data import Split
+    from cifake.dataset import Split
 
     path = Path("data/processed/train.npz")
     if path.is_file():
@@ -52,7 +52,8 @@ def main() -> None:
     from cifake.attacks import Attacker, attack_images
     from cifake.config import ModelParams, load_params
     from cifake.model import build_model
-    from cifake.training import Adversarial, FitConfig, fit, set_determinism
+    from cifake.determinism import set_determinism
+    from cifake.training import Adversarial, FitConfig, fit
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4096, help="training images per epoch")
@@ -77,7 +78,7 @@ def main() -> None:
         for mode, adv in (("clean", None), ("adversarial", adversarial)):
             config = FitConfig(epochs=2, batch_size=params.train.batch_size, learning_rate=1e-3, weight_decay=0.0,
                                patience=10, augment=True, seed=params.seed, adversarial=adv)
-            history = fit(model, train, val, config)
+            history = fit(model, train, val, config).history
             row[f"train_{mode}_images_per_s"] = round(history[-1]["images_per_second"], 1)
         attacker = Attacker(model)
         x, y = train.x[: args.attack_images], train.y[: args.attack_images]

@@ -1,42 +1,106 @@
-"""DVC stage `evaluate`: both models, clean and under FGSM/PGD; builds data/test_dataset_2."""
+"""DVC stage `evaluate`: both models clean, under FGSM/PGD at every epsilon and under everyday changes.
+
+Also scores the robust model on data/test_dataset_2 and gives the competition score
+(40 % clean + 60 % Test_dataset_2 accuracy). Writes metrics/evaluate.json and the plot data.
+"""
+
+from pathlib import Path
+
+import numpy as np
 
 from cifake import tracking
-from cifake.cli import run_stage
 from cifake.config import load_params
-from cifake.fileio import sha256_file, write_json
-from cifake.pipeline import dataset_info, evaluate_models, evaluation_summary
+from cifake.dataset import Split, describe_dataset, load_test_folder
+from cifake.determinism import set_determinism
+from cifake.errors import run_stage
+from cifake.evaluation import competition_score, score_model
+from cifake.fileio import read_json, sha256_file, write_json, write_rows
+from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
+from cifake.model import load_model, predict_proba
+from cifake.report import adversarial_grid, confusion_rows, corruption_rows, evaluation_summary, robustness_rows
 
-PLOTS = "metrics/plots"
-OUT = "metrics/evaluate.json"
-MODELS = {"clean": "models/model.keras", "robust": "models/model_robust.keras"}
+PROCESSED = Path("data/processed")
+TEST2 = Path("data/test_dataset_2")
+MODELS = {"clean": Path("models/model.keras"), "robust": Path("models/model_robust.keras")}
+PLOTS = Path("metrics/plots")
+OUT = Path("metrics/evaluate.json")
+
+
+def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
+    """Score both models; write their ROC/PR rows; return the scores and the picture's rows."""
+    ev = params.evaluate
+    shown = np.concatenate([np.flatnonzero(test.y[subset] == c)[:4] for c in (0, 1)])
+    picture_eps = min(ev.epsilons, key=lambda e: abs(e - params.perturb.epsilon))
+    results, grid = {}, []
+    for name, path in MODELS.items():
+        model, keep = load_model(path), {}
+        scores, p_clean = score_model(model, test, subset, ev, params.seed, keep=keep)
+        write_rows(PLOTS / f"roc_{name}_model.csv", roc_points(test.y, p_clean))
+        write_rows(PLOTS / f"pr_{name}_model.csv", pr_points(test.y, p_clean))
+        x_show = keep[picture_eps][shown]
+        grid.append((f"{name}, PGD {picture_eps * 255:.0f}/255", test.x[subset][shown], x_show,
+                     p_clean[subset][shown], predict_proba(model, x_show)))
+        results[name] = (scores, model, p_clean)
+    return results, (grid, test.y[subset][shown])
 
 
 def main() -> None:
     params = load_params()
-    stage_params = {"seed": params.seed, "evaluate": params.evaluate.model_dump()}
-    with tracking.stage_run("evaluate", params.tracking.experiment, stage_params, dataset_info()):
-        results = evaluate_models(
-            params,
-            MODELS,
-            test2_dir="data/test_dataset_2",
-            plots_dir=PLOTS,
-        )
-        write_json(OUT, results)
-        tracking.log_metrics({k: v for k, v in results.items() if isinstance(v, dict)})
-        tracking.log_artifacts(OUT, PLOTS)
-        summaries = {
-            sha256_file(path): evaluation_summary(
-                results[f"{name}_model"], results["attack_images"], results["pgd_steps"],
-                results["test_dataset_2"] if name == "robust" else None,
-            )
-            for name, path in MODELS.items()
+    ev = params.evaluate
+    set_determinism(params.seed)
+    meta = read_json(PROCESSED / "meta.json")
+    stage_params = {"seed": params.seed, "evaluate": ev.model_dump()}
+    with tracking.stage_run("evaluate", params.tracking.experiment, stage_params, meta):
+        test = Split.load(PROCESSED / "test.npz")
+        subset = stratified_subset(test.y, ev.attack_subset, params.seed)
+        results, (grid, shown_y) = evaluate(params, test, subset)
+        test2 = load_test_folder(TEST2)
+        p2 = predict_proba(results["robust"][1], test2.x.astype(np.float32), ev.batch_size)
+        p = params.perturb
+        test2_scores = {"attack": f"pgd-{p.pgd_steps} eps={p.epsilon:.6f} ({p.epsilon * 255:.2f}/255)",
+                        **classification_metrics(test2.y, p2)}
+        out = {
+            "dataset": describe_dataset(meta["dataset"]),
+            "test_images": int(len(test.y)),
+            "attack_images": int(len(subset)),
+            "pgd_steps": ev.pgd_steps,
+            **{f"{name}_model": scores for name, (scores, _, _) in results.items()},
+            "test_dataset_2": test2_scores,
+            "competition_score": competition_score(results["robust"][0]["clean"]["accuracy"], test2_scores["accuracy"]),
         }
-        versions = tracking.describe_versions(params.tracking.registered_model, summaries)
-        print(f"evaluate: test figures added to {params.tracking.registered_model} versions {versions}")
-    for name in ("clean_model", "robust_model"):
-        clean = results[name]["clean"]
-        print(f"evaluate: {name}: clean accuracy {clean['accuracy']:.4f}, F1 {clean['f1']:.4f}")
-    print(f"evaluate: test_dataset_2 accuracy {results['test_dataset_2']['accuracy']:.4f}")
+        write_plots(out, results, test, test2, p2, grid, shown_y, ev.epsilons)
+        write_json(OUT, out)
+        tracking.log_metrics({k: v for k, v in out.items() if isinstance(v, (dict, float))})
+        tracking.log_artifacts(OUT, PLOTS)
+        describe_versions(params, out)
+    for name in MODELS:
+        clean = out[f"{name}_model"]["clean"]
+        print(f"evaluate: {name} model: clean accuracy {clean['accuracy']:.4f}, F1 {clean['f1']:.4f}")
+    print(f"evaluate: test_dataset_2 accuracy {test2_scores['accuracy']:.4f}; "
+          f"competition score {out['competition_score']:.4f}")
+
+
+def write_plots(out, results, test, test2, p2, grid, shown_y, epsilons) -> None:
+    scores = {name: out[f"{name}_model"] for name in MODELS}
+    write_rows(PLOTS / "robustness.csv", robustness_rows(scores, epsilons))
+    for name in MODELS:
+        write_rows(PLOTS / f"corruptions_{name}_model.csv", corruption_rows(scores[name]))
+    write_rows(PLOTS / "confusion_clean.csv", confusion_rows(test.y, results["robust"][2]))
+    write_rows(PLOTS / "confusion_test2.csv", confusion_rows(test2.y, p2))
+    adversarial_grid(grid, shown_y, PLOTS / "adversarial_examples.png")
+
+
+def describe_versions(params, out) -> None:
+    """Add the test figures to the descriptions of the two registered versions."""
+    summaries = {
+        sha256_file(path): evaluation_summary(
+            out[f"{name}_model"], out["attack_images"], out["pgd_steps"],
+            out["test_dataset_2"] if name == "robust" else None,
+        )
+        for name, path in MODELS.items()
+    }
+    versions = tracking.describe_versions(params.tracking.registered_model, summaries)
+    print(f"evaluate: test figures added to {params.tracking.registered_model} versions {versions}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from cifake.cli import run_stage
 from cifake.config import load_params
-from cifake.data import copy_directory, download_kaggle, extract_archive
+from cifake.errors import run_stage
 from cifake.fileio import write_json
 from cifake.sample import generate_sample
+from cifake.sources import copy_directory, download_kaggle, extract_archive
 
 OUT = Path("data/raw")
 

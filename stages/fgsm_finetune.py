@@ -1,30 +1,44 @@
-"""DVC stage `fgsm_finetune`: random-start FGSM fine-tuning -> models/model_robust.keras."""
+"""DVC stage `fgsm_finetune`: random-start FGSM adversarial training -> models/model_robust.keras.
 
-from cifake.cli import run_stage
-from cifake.config import TrainParams, load_params
-from cifake.training import Adversarial, FitConfig
-from cifake.pipeline import train_and_record
+Starts from the clean model of `train`; resumes a killed run.
+"""
+
+from pathlib import Path
+
+from cifake.config import load_params
+from cifake.dataset import Split
+from cifake.determinism import set_determinism
+from cifake.errors import run_stage
+from cifake.fileio import read_json, sha256_file
+from cifake.model import load_model
+from cifake.runs import RunFiles, fingerprint, train_and_register
+from cifake.training import adversarial_config, distribution_strategy, fit_config
+
+PROCESSED = Path("data/processed")
+CLEAN_MODEL = Path("models/model.keras")
+FILES = RunFiles(
+    model=Path("models/model_robust.keras"),
+    metrics=Path("metrics/finetune.json"),
+    history=Path("metrics/plots/finetune_history.csv"),
+    checkpoints=Path("checkpoints/fgsm_finetune"),
+)
 
 
 def main() -> None:
     params = load_params()
+    set_determinism(params.seed)
+    meta = read_json(PROCESSED / "meta.json")
     ft = params.fgsm_finetune
-    adversarial = Adversarial(
-        epsilon=ft.epsilon, step=ft.step, random_start=ft.random_start, clean_fraction=ft.clean_fraction
-    )
-    config = FitConfig(
-        **ft.model_dump(include=set(TrainParams.model_fields)), seed=params.seed, adversarial=adversarial
-    )
-    train_and_record(
-        params,
-        stage="fgsm_finetune",
-        config=config,
-        stage_params={"seed": params.seed, "fgsm_finetune": ft.model_dump()},
-        init_model="models/model.keras",
-        out_model="models/model_robust.keras",
-        out_metrics="metrics/finetune.json",
-        out_history="metrics/plots/finetune_history.csv",
-        alias="champion",
+    config = fit_config(ft, params.seed, adversarial=adversarial_config(ft))
+    stage_params = {"seed": params.seed, "fgsm_finetune": ft.model_dump()}
+    strategy = distribution_strategy(config.strategy)
+    with strategy.scope():
+        model = load_model(CLEAN_MODEL)
+    train_and_register(
+        model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
+        stage="fgsm_finetune", stage_params=stage_params, meta=meta, files=FILES,
+        experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias="champion",
+        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL)),
     )
 
 

@@ -6,9 +6,9 @@ file lies beside a folder (``<folder>_labels.csv``), the CSV is scored against i
 
 from pathlib import Path
 
-from cifake.cli import run_stage
 from cifake.config import load_params
-from cifake.data import labels_path
+from cifake.dataset import labels_path
+from cifake.errors import run_stage
 from cifake.fileio import write_json
 from cifake.model import load_model
 from cifake.predict import predict_folder, read_labels, score_csv

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from cifake.cli import run_stage
 from cifake.config import load_params
-from cifake.data import preprocess
+from cifake.dataset import preprocess
+from cifake.errors import run_stage
 from cifake.fileio import read_json, write_json
 
 

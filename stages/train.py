@@ -1,24 +1,39 @@
-"""DVC stage `train`: train the clean detector -> models/model.keras."""
+"""DVC stage `train`: train the clean detector -> models/model.keras (resumes a killed run)."""
 
-from cifake.cli import run_stage
+from pathlib import Path
+
 from cifake.config import load_params
-from cifake.training import FitConfig
-from cifake.pipeline import train_and_record
+from cifake.dataset import Split
+from cifake.determinism import set_determinism
+from cifake.errors import run_stage
+from cifake.fileio import read_json
+from cifake.model import build_model
+from cifake.runs import RunFiles, fingerprint, train_and_register
+from cifake.training import distribution_strategy, fit_config
+
+PROCESSED = Path("data/processed")
+FILES = RunFiles(
+    model=Path("models/model.keras"),
+    metrics=Path("metrics/train.json"),
+    history=Path("metrics/plots/train_history.csv"),
+    checkpoints=Path("checkpoints/train"),
+)
 
 
 def main() -> None:
     params = load_params()
-    config = FitConfig(**params.train.model_dump(), seed=params.seed)
-    train_and_record(
-        params,
-        stage="train",
-        config=config,
-        stage_params={"seed": params.seed, "model": params.model.model_dump(), "train": params.train.model_dump()},
-        init_model=None,
-        out_model="models/model.keras",
-        out_metrics="metrics/train.json",
-        out_history="metrics/plots/train_history.csv",
-        alias=None,
+    set_determinism(params.seed)
+    meta = read_json(PROCESSED / "meta.json")
+    config = fit_config(params.train, params.seed)
+    stage_params = {"seed": params.seed, "model": params.model.model_dump(), "train": params.train.model_dump()}
+    strategy = distribution_strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(params.model)
+    train_and_register(
+        model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
+        stage="train", stage_params=stage_params, meta=meta, files=FILES,
+        experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias=None,
+        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"]),
     )
 
 

@@ -25,7 +25,7 @@ def test_project_params_validate():
     ("path", "value", "expected"),
     [
         (("data", "source"), "s3", "'data.source': must be one of 'sample', 'archive', 'directory' or 'kaggle'"),
-        (("model", "architecture"), "vit", "'model.architecture': must be one of 'seed_cnn' or 'resnet'"),
+        (("model", "architecture"), "vit", "'model.architecture': must be one of 'seed_cnn', 'resnet' or 'vgg'"),
         (("fgsm_finetune", "epsilon"), 8, "'fgsm_finetune.epsilon'"),
         (("fgsm_finetune", "epsilon"), 0, "'fgsm_finetune.epsilon'"),
         (("evaluate", "epsilons"), [0.01, 4], "'evaluate.epsilons'"),

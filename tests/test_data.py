@@ -10,20 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifake.data import (
-    LABEL_NAMES,
-    LABEL_OF_CLASS,
-    DataError,
-    ImageError,
-    Split,
-    copy_directory,
-    decode_image,
-    download_kaggle,
-    extract_archive,
-    labels_path,
-    list_raw,
-    preprocess,
-)
+from cifake.dataset import Split, labels_path, preprocess
+from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, ImageError, decode_image
+from cifake.sources import DataError, copy_directory, download_kaggle, extract_archive, list_raw
 
 from .conftest import make_layout
 

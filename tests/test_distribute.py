@@ -22,9 +22,10 @@ TASK = r"""
 import numpy as np
 
 from cifake.config import ModelParams
-from cifake.data import Split
+from cifake.dataset import Split
+from cifake.determinism import set_determinism
 from cifake.model import build_model
-from cifake.training import FitConfig, distribution_strategy, fit, set_determinism
+from cifake.training import FitConfig, distribution_strategy, fit
 
 rng = np.random.default_rng(0)
 def split(n):
@@ -50,7 +51,7 @@ for name in ("none", "mirrored"):
     strategy = distribution_strategy(name)
     with strategy.scope():
         model = build_model(params)
-    history = fit(model, train, val, config, strategy=strategy)
+    history = fit(model, train, val, config, strategy=strategy).history
     out[name] = {
         "replicas": strategy.num_replicas_in_sync,
         "loss": [h["loss"] for h in history],
@@ -111,7 +112,7 @@ set_determinism(0)
 strategy = distribution_strategy("multi_worker")
 with strategy.scope():
     model = build_model(params)
-history = fit(model, train, val, config, strategy=strategy)
+history = fit(model, train, val, config, strategy=strategy).history
 print("RESULT " + json.dumps({
     "chief": is_chief(strategy),
     "replicas": strategy.num_replicas_in_sync,

@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 
 from cifake.cli import DEFAULT_MODEL, EXIT_OK, main
-from cifake.data import load_image
+from cifake.images import load_image
 from cifake.model import load_model
 from cifake.sample import generate_sample
 

@@ -4,7 +4,8 @@ import hashlib
 
 import numpy as np
 
-from cifake.data import Split, list_raw, preprocess
+from cifake.dataset import Split, preprocess
+from cifake.sources import list_raw
 from cifake.sample import generate_sample
 
 

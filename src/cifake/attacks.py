@@ -4,10 +4,17 @@ Attacks work on the 0-1 pixel scale: ``eps = 4/255`` moves each pixel by at most
 4 grey levels. The model sees ``x * 255`` (its contract is [0, 255] input).
 The loss is binary cross-entropy on the model's pre-sigmoid logit when the model
 exposes one, so gradients do not vanish when the sigmoid saturates (a source of
-false robustness).
+false robustness). The loss and the input gradient are float32 even when the
+model computes in bfloat16.
+
+:func:`fgsm` and :func:`pgd` are the one implementation of each attack: the
+adversarial ``train_step`` calls them inside its graph, and :class:`Attacker`
+wraps them in compiled functions for evaluation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -16,62 +23,96 @@ import tensorflow as tf
 from cifake.model import logit_model
 from cifake.progress import progress
 
+LogitFn = Callable[..., tf.Tensor]  # (x01, training=False) -> logits, shape (N,)
+
+
+def logit_fn(model: keras.Model) -> LogitFn:
+    """Pre-sigmoid float32 output of ``model`` for images on the 0-1 scale, shape (N,).
+
+    Uses the model's ``logits`` layer; a foreign model without one gets the
+    logit of its clipped probability.
+    """
+    logits = logit_model(model)
+    if logits is None:  # a foreign model with no logit layer: invert the clipped probability
+        def forward(x01, training=False):
+            return _prob_to_logit(model(x01 * 255.0, training=training))
+    else:
+        def forward(x01, training=False):
+            return tf.cast(logits(x01 * 255.0, training=training), tf.float32)
+    return lambda x01, training=False: tf.reshape(forward(x01, training=training), [-1])
+
+
+def loss_gradient(logits: LogitFn, x01: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Gradient of the summed logit cross-entropy with respect to the input."""
+    with tf.GradientTape() as tape:
+        tape.watch(x01)
+        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits(x01, training=training))
+        loss = tf.reduce_sum(per_image)
+    return tape.gradient(loss, x01)
+
+
+def fgsm(logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, training: bool = False) -> tf.Tensor:
+    """One signed-gradient step of ``step``, projected to the ``eps``-ball and [0, 1].
+
+    With ``random_start`` it begins at a uniform point of the ball: the "fast"
+    adversarial training of Wong et al. (2020), who use ``step = 1.25 * eps``.
+    ``seed`` is a ``keras.random.SeedGenerator`` (or None for TensorFlow's global RNG);
+    ``training`` runs the model as in training (batch statistics), as adversarial training does.
+    """
+    if random_start:
+        start = tf.clip_by_value(x01 + _uniform(tf.shape(x01), eps, seed), 0.0, 1.0)
+    else:
+        start = x01
+    delta = tf.clip_by_value(start - x01 + step * tf.sign(loss_gradient(logits, start, y, training)), -eps, eps)
+    return tf.clip_by_value(x01 + delta, 0.0, 1.0)
+
+
+def pgd(logits: LogitFn, x01, y, eps, step, steps, seed=None) -> tf.Tensor:
+    """PGD with a uniform random start in the ``eps``-ball and ``steps`` signed-gradient steps."""
+    x = tf.clip_by_value(x01 + _uniform(tf.shape(x01), eps, seed), 0.0, 1.0)
+    for _ in tf.range(steps):
+        x = x + step * tf.sign(loss_gradient(logits, x, y))
+        x = tf.clip_by_value(tf.clip_by_value(x, x01 - eps, x01 + eps), 0.0, 1.0)
+    return x
+
+
+def _uniform(shape, eps, seed):
+    if seed is None:
+        return tf.random.uniform(shape, -eps, eps)
+    return keras.random.uniform(shape, -eps, eps, seed=seed)
+
 
 class Attacker:
-    """FGSM and PGD against one model; each call is a compiled TensorFlow function."""
+    """FGSM and PGD against one model, each a compiled TensorFlow function."""
 
     def __init__(self, model: keras.Model):
-        logits = logit_model(model)
-        if logits is not None:
-            self._logits = logits
-        else:  # a foreign model with no logit layer: invert the clipped probability
-            self._logits = lambda x, training=False: _prob_to_logit(model(x, training=training))
+        self.logits = logit_fn(model)
         spec = [
             tf.TensorSpec([None, 32, 32, 3], tf.float32),
             tf.TensorSpec([None], tf.float32),
             tf.TensorSpec([], tf.float32),
             tf.TensorSpec([], tf.float32),
         ]
-        self._fgsm = tf.function(self._fgsm_impl, input_signature=spec + [tf.TensorSpec([], tf.bool)])
-        self._pgd = tf.function(self._pgd_impl, input_signature=spec + [tf.TensorSpec([], tf.int32)])
-
-    def logits(self, x01: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Pre-sigmoid output for images on the 0-1 scale, shape (N,)."""
-        return tf.reshape(self._logits(x01 * 255.0, training=training), [-1])
-
-    def _grad(self, x01, y):
-        with tf.GradientTape() as tape:
-            tape.watch(x01)
-            loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=self.logits(x01)))
-        return tape.gradient(loss, x01)
-
-    def _fgsm_impl(self, x01, y, eps, step, random_start):
-        delta = tf.cond(
-            random_start,
-            lambda: tf.random.uniform(tf.shape(x01), -eps, eps),
-            lambda: tf.zeros_like(x01),
+        self._fgsm = tf.function(
+            lambda x, y, eps, step, rs: tf.cond(
+                rs,
+                lambda: fgsm(self.logits, x, y, eps, step, random_start=True),
+                lambda: fgsm(self.logits, x, y, eps, step, random_start=False),
+            ),
+            input_signature=spec + [tf.TensorSpec([], tf.bool)],
         )
-        start = tf.clip_by_value(x01 + delta, 0.0, 1.0)
-        delta = tf.clip_by_value(start - x01 + step * tf.sign(self._grad(start, y)), -eps, eps)
-        return tf.clip_by_value(x01 + delta, 0.0, 1.0)
-
-    def _pgd_impl(self, x01, y, eps, step, steps):
-        x = tf.clip_by_value(x01 + tf.random.uniform(tf.shape(x01), -eps, eps), 0.0, 1.0)
-        for _ in tf.range(steps):
-            x = x + step * tf.sign(self._grad(x, y))
-            x = tf.clip_by_value(tf.clip_by_value(x, x01 - eps, x01 + eps), 0.0, 1.0)
-        return x
+        self._pgd = tf.function(
+            lambda x, y, eps, step, steps: pgd(self.logits, x, y, eps, step, steps),
+            input_signature=spec + [tf.TensorSpec([], tf.int32)],
+        )
 
     def fgsm(self, x01, y, eps: float, step: float | None = None, random_start: bool = False) -> tf.Tensor:
-        """FGSM; with ``random_start`` it is the 'fast' variant of Wong et al. (2020).
-
-        ``step`` defaults to ``eps`` (plain FGSM); Wong et al. use ``1.25 * eps`` with a random start.
-        """
+        """FGSM; ``step`` defaults to ``eps`` (plain FGSM). See :func:`fgsm`."""
         step = eps if step is None else step
         return self._fgsm(*_args(x01, y, eps, step), tf.constant(random_start))
 
     def pgd(self, x01, y, eps: float, steps: int, step: float) -> tf.Tensor:
-        """PGD with a uniform random start in the eps-ball and ``steps`` signed-gradient steps."""
+        """PGD; see :func:`pgd`."""
         return self._pgd(*_args(x01, y, eps, step), tf.constant(steps, tf.int32))
 
 

@@ -1,4 +1,4 @@
-"""The ``cifake`` command line, and the error handling every stage script shares.
+"""The ``cifake`` command line.
 
 Exit status: 0 all done; 1 a fatal error (nothing written); 2 a usage error;
 3 finished, but some input files were skipped (listed on stderr and in the
@@ -8,39 +8,14 @@ errors file).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+from cifake.errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CifakeError, setup_logging
+
+__all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 # The shipped weights live in the repository (the package is installed editable from it).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pretrained" / "cifake-robust.keras"
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    from cifake.config import ConfigError
-    from cifake.data import DataError, ImageError
-    from cifake.model import ModelLoadError
-    from cifake.predict import PredictError
-    from cifake.tracking import TrackingError
-
-    return (ConfigError, DataError, ImageError, ModelLoadError, PredictError, TrackingError)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def run_stage(main: Callable[[], int | None]) -> None:
-    """Run a stage's ``main``; turn the project's known errors into one clear line and exit 1."""
-    _setup_logging()
-    try:
-        code = main()
-    except _known_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_FATAL)
-    sys.exit(code or EXIT_OK)
 
 
 def _threshold(text: str) -> float:
@@ -81,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging()
+    setup_logging()
     try:
         if args.command == "check-params":
             from cifake.config import load_params
@@ -89,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(load_params(args.path).model_dump_json(indent=2))
             return EXIT_OK
         return _predict(args)
-    except _known_errors() as exc:
+    except CifakeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
 

@@ -13,8 +13,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cifake.errors import CifakeError
 
-class ConfigError(ValueError):
+
+class ConfigError(CifakeError, ValueError):
     """Raised when ``params.yaml`` cannot be read or does not validate."""
 
 
@@ -47,9 +49,10 @@ class PreprocessParams(_Section):
 
 
 class ModelParams(_Section):
-    architecture: Literal["seed_cnn", "resnet"]
+    architecture: Literal["seed_cnn", "resnet", "vgg"]
     widths: tuple[int, ...] = Field(min_length=1)
     blocks_per_stage: int = Field(ge=1)
+    stem_stride: Literal[1, 2] = Field(default=1, description="resnet only: 2 halves the resolution at the stem")
     dense_units: int = Field(ge=1)
     dropout: float = Field(ge=0.0, lt=1.0)
 
@@ -68,6 +71,15 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0.0)
     patience: int = Field(ge=1)
     augment: bool
+    everyday: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of training images given a random everyday change (JPEG, blur, resize, "
+        "brightness, contrast, noise)",
+    )
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        default="float32", description="compute precision of training; saved models are always float32"
+    )
     strategy: Literal["none", "mirrored", "multi_worker"] = Field(
         default="none",
         description="tf.distribute strategy: none (one device), mirrored (all GPUs, else all logical CPUs), "
@@ -82,16 +94,23 @@ class FinetuneParams(TrainParams):
     step: float = Epsilon
     random_start: bool
     clean_fraction: float = Field(ge=0.0, lt=1.0)
+    warmup_epochs: float = Field(default=0.0, ge=0.0, description="epochs over which epsilon ramps up from 0")
+
+
+class Corruption(_Section):
+    """One everyday change of the evaluation suite: a kind from cifake.corruptions and its strength."""
+
+    kind: Literal["jpeg", "blur", "resize", "brightness", "contrast", "noise"]
+    value: float
 
 
 class EvaluateParams(_Section):
     epsilons: tuple[float, ...] = Field(min_length=1)
+    corruptions: dict[str, Corruption] = Field(min_length=1)
     pgd_steps: int = Field(ge=1)
     pgd_step_fraction: float = Field(gt=0.0, le=1.0)
     attack_subset: int = Field(ge=2)
     batch_size: int = Field(ge=1)
-    test2_epsilon: float = Epsilon
-    test2_pgd_steps: int = Field(ge=1)
 
     @field_validator("epsilons")
     @classmethod
@@ -99,6 +118,15 @@ class EvaluateParams(_Section):
         if any(not 0.0 < e <= 1.0 for e in eps):
             raise ValueError("every epsilon must lie in (0, 1] (0-1 pixel scale)")
         return eps
+
+
+class PerturbParams(_Section):
+    """Test_dataset_2: every test image under white-box PGD against the robust model."""
+
+    epsilon: float = Epsilon
+    pgd_steps: int = Field(ge=1)
+    pgd_step_fraction: float = Field(gt=0.0, le=1.0)
+    batch_size: int = Field(ge=1)
 
 
 class PredictParams(_Section):
@@ -122,6 +150,7 @@ class Params(_Section):
     model: ModelParams
     train: TrainParams
     fgsm_finetune: FinetuneParams
+    perturb: PerturbParams
     evaluate: EvaluateParams
     predict: PredictParams
     tracking: TrackingParams

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -58,6 +59,12 @@ def write_csv(target: str | Path, header: Sequence[str], rows: Iterable[Sequence
             writer.writerows(rows)
 
 
+def write_rows(target: str | Path, rows: list[dict]) -> None:
+    """Atomically write a list of dicts as CSV (header from the first row)."""
+    header = list(rows[0]) if rows else []
+    write_csv(target, header, ([row[k] for k in header] for row in rows))
+
+
 def write_json(target: str | Path, data: object) -> None:
     """Atomically write ``data`` as indented JSON (the format DVC metrics read)."""
     write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -73,3 +80,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fresh_partial_dir(target: Path) -> Path:
+    """An empty ``<target>.partial`` folder to build ``target`` in (see :func:`replace_dir`)."""
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Put the finished folder ``tmp`` in the place of ``target``."""
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)

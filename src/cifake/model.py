@@ -18,28 +18,49 @@ import tensorflow as tf
 from keras import layers
 
 from cifake.config import ModelParams
-from cifake.data import IMAGE_SIZE
+from cifake.errors import CifakeError
+from cifake.images import IMAGE_SIZE
 from cifake.fileio import atomic_path
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 LOGITS_LAYER = "logits"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CifakeError, RuntimeError):
     """A model file that cannot be loaded safely; the message says why."""
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+OUTPUT_LAYERS = (LOGITS_LAYER, "p_fake")  # always float32, whatever the precision
+
+
 def build_model(params: ModelParams) -> keras.Model:
-    """Build the architecture named by ``params.architecture``."""
+    """Build the architecture named by ``params.architecture`` (float32)."""
     inputs = keras.Input(INPUT_SHAPE, name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    if params.architecture == "seed_cnn":
-        x = _seed_cnn(x, params)
-    else:
-        x = _resnet(x, params)
-    logits = layers.Dense(1, name=LOGITS_LAYER)(x)
-    outputs = layers.Activation("sigmoid", name="p_fake")(logits)
+    body = {"seed_cnn": _seed_cnn, "resnet": _resnet, "vgg": _vgg}[params.architecture]
+    x = body(x, params)
+    logits = layers.Dense(1, name=LOGITS_LAYER, dtype="float32")(x)
+    outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(logits)
     return keras.Model(inputs, outputs, name=f"cifake_{params.architecture}")
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A copy of ``model`` (same weights) whose hidden layers compute in ``precision``.
+
+    ``mixed_bfloat16`` keeps float32 variables and computes in bfloat16 (about
+    1.1-1.5x faster training on CPUs with AVX-512 BF16); the input, the logit and
+    P(Fake) stay float32. Saved models are converted back to ``float32``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] != "InputLayer" and layer["config"]["name"] not in OUTPUT_LAYERS:
+            layer["config"]["dtype"] = precision
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _seed_cnn(x, params: ModelParams):
@@ -52,9 +73,23 @@ def _seed_cnn(x, params: ModelParams):
     return layers.Dropout(params.dropout, name="dropout")(x)
 
 
+def _vgg(x, params: ModelParams):
+    """VGG-style: per width, ``blocks_per_stage`` conv+BN+ReLU layers, then 2x2 max-pooling."""
+    for s, width in enumerate(params.widths):
+        for b in range(params.blocks_per_stage):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{s}c{b}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"s{s}c{b}_bn")(x)
+            x = layers.ReLU(name=f"s{s}c{b}_relu")(x)
+        x = layers.MaxPooling2D(name=f"s{s}_pool")(x)
+    x = layers.GlobalMaxPooling2D(name="gmp")(x)
+    return layers.Dropout(params.dropout, name="dropout")(x)
+
+
 def _resnet(x, params: ModelParams):
-    """A small residual CNN: one stage per width, ``blocks_per_stage`` basic blocks each."""
-    x = layers.Conv2D(params.widths[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
+    """A small residual CNN: a stem (stride ``stem_stride``), one stage per width, basic blocks."""
+    x = layers.Conv2D(
+        params.widths[0], 3, strides=params.stem_stride, padding="same", use_bias=False, name="stem_conv"
+    )(x)
     x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for s, width in enumerate(params.widths):

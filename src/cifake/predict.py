@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifake.data import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
+from cifake.errors import CifakeError
+from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
 from cifake.fileio import atomic_path, write_csv
 from cifake.metrics import label_metrics
 from cifake.progress import progress
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = ("Image Name", "Predicted Label")
 
 
-class PredictError(RuntimeError):
+class PredictError(CifakeError, RuntimeError):
     """Prediction cannot start (missing input folder, unwritable output, ...)."""
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifake.data import IMAGE_SIZE, fresh_partial_dir, replace_dir
+from cifake.fileio import fresh_partial_dir, replace_dir
+from cifake.images import IMAGE_SIZE
 
 PHOTOS = (
     ("skimage.data", "astronaut.png"),

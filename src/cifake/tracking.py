@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cifake.errors import CifakeError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(CifakeError, RuntimeError):
     """The tracking server cannot be used; the message says what to do."""
 
 

@@ -1,11 +1,15 @@
-"""Training loops: clean training and random-start FGSM adversarial fine-tuning.
+"""Training through Keras' own machinery: ``Model.fit`` with a custom ``train_step``.
 
-One loop serves both (``fit``): with ``adversarial`` set, a fraction of every
-batch is replaced by FGSM examples made against the current weights (Wong et
-al., 2020: random start in the eps-ball, step 1.25 eps). Validation runs every
-epoch; early stopping restores the best weights. For adversarial training the
-monitored value is PGD accuracy on a fixed validation subset, since FGSM
-training can overfit catastrophically to FGSM while PGD robustness collapses.
+:class:`Trainer` wraps a detector. Its ``train_step`` trains on clean batches or,
+with :class:`Adversarial` settings, replaces a share of every batch by
+random-start FGSM examples made against the current weights (Wong et al.,
+2020: a random start in the eps-ball, then one step of 1.25 eps), with an
+optional linear eps warm-up. Early stopping, the per-epoch MLflow log, the
+progress line, PGD validation and the resumable checkpoint are callbacks.
+
+For adversarial training early stopping watches PGD accuracy on a fixed
+validation subset, since FGSM training can overfit to FGSM while PGD
+robustness collapses.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,18 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifake.attacks import Attacker, attack_images
-from cifake.data import Split
-from cifake.model import predict_proba
-from cifake.progress import progress
+from cifake.attacks import fgsm, logit_fn
+from cifake.batches import TrainingBatches
+from cifake.callbacks import EpochLog, PGDValidation
+from cifake.checkpoint import EpochCheckpoint
+from cifake.dataset import Split
+from cifake.model import with_precision
 
 log = logging.getLogger(__name__)
-
-
-def set_determinism(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -80,6 +78,7 @@ class Adversarial:
     step: float
     random_start: bool
     clean_fraction: float
+    warmup_epochs: float = 0.0
     val_pgd_steps: int = 10
     val_subset: int = 1000
 
@@ -95,9 +94,30 @@ class FitConfig:
     seed: int
     adversarial: Adversarial | None = None
     strategy: str = "none"
+    precision: str = "float32"
+    everyday: float = 0.0
+    label_smoothing: float = 0.0
 
 
-EpochCallback = Callable[[dict], None]
+@dataclass
+class FitResult:
+    """The trained float32 detector (best epoch's weights) and one metrics dict per epoch."""
+
+    model: keras.Model
+    history: list[dict]
+    resumed_at_epoch: int = 0
+
+
+def fit_config(section, seed: int, adversarial: Adversarial | None = None) -> FitConfig:
+    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``."""
+    fields = set(FitConfig.__dataclass_fields__) - {"seed", "adversarial"}
+    return FitConfig(**section.model_dump(include=fields), seed=seed, adversarial=adversarial)
+
+
+def adversarial_config(section) -> Adversarial:
+    """The random-start FGSM settings of the ``fgsm_finetune`` section."""
+    fields = set(Adversarial.__dataclass_fields__) & set(type(section).model_fields)
+    return Adversarial(**section.model_dump(include=fields))
 
 
 def monitored_metric(config: FitConfig) -> str:
@@ -105,23 +125,109 @@ def monitored_metric(config: FitConfig) -> str:
     return "val_pgd_accuracy" if config.adversarial is not None else "val_accuracy"
 
 
-def _dataset(split: Split, batch_size: int, augment: bool, seed: int) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y.astype(np.float32)))
-    ds = ds.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+class Trainer(keras.Model):
+    """Trains ``detector`` clean or adversarially; calling it calls the detector."""
 
-    def prepare(x, y):
-        x = tf.cast(x, tf.float32)
-        if augment:  # horizontal flips and +-2 px translations, in pixel space [0, 255]
-            x = tf.image.random_flip_left_right(x, seed=seed)
-            padded = tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
-            x = tf.image.random_crop(padded, tf.shape(x), seed=seed)
-        return x, y
+    def __init__(self, detector: keras.Model, config: FitConfig, steps_per_epoch: int):
+        super().__init__(name="trainer")
+        self.detector = detector
+        self.logits = logit_fn(detector)
+        self.adv = config.adversarial
+        self.label_smoothing = config.label_smoothing
+        self.warmup_steps = float(steps_per_epoch * (self.adv.warmup_epochs if self.adv else 0.0))
+        self.seed_generator = keras.random.SeedGenerator(config.seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # on logits
+        self.built = True  # its only layer, the detector, is built
 
-    ds = ds.map(prepare, num_parallel_calls=1, deterministic=True).prefetch(2)
-    options = tf.data.Options()
-    options.autotune.enabled = False  # autotune stalled epochs by seconds on 2-core CPUs
-    options.deterministic = True
-    return ds.with_options(options)
+    def call(self, x, training=False):
+        return self.detector(x, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Everything is built before fit (detector and optimizer). Keras would still reduce a
+        # sample batch across replicas here, which fails under MultiWorkerMirroredStrategy.
+        if not self.optimizer.built:
+            super()._maybe_symbolic_build(iterator, data_batch)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy]
+
+    def epsilon(self) -> tf.Tensor:
+        """The attack radius now: ramps linearly to ``epsilon`` over the warm-up steps."""
+        if self.warmup_steps <= 0:
+            return tf.constant(self.adv.epsilon, tf.float32)
+        done = tf.cast(self.optimizer.iterations + 1, tf.float32) / self.warmup_steps
+        return self.adv.epsilon * tf.minimum(1.0, done)
+
+    def attack(self, x, y):
+        """Replace the first ``1 - clean_fraction`` of the batch by random-start FGSM examples."""
+        n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - self.adv.clean_fraction)), tf.int32)
+        eps = self.epsilon()
+        step = eps * (self.adv.step / self.adv.epsilon)
+        x_adv = fgsm(
+            self.logits, x[:n_adv] / 255.0, y[:n_adv], eps, step,
+            random_start=self.adv.random_start, seed=self.seed_generator, training=True,
+        )
+        return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
+
+    def _loss(self, y, logits):
+        target = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
+        return tf.nn.compute_average_loss(per_image)  # mean over the global batch (all replicas)
+
+    def train_step(self, data):
+        x, y = data
+        y = tf.reshape(tf.cast(y, tf.float32), [-1])
+        if self.adv is not None:
+            x = self.attack(x, y)
+        with tf.GradientTape() as tape:
+            logits = self.logits(x / 255.0, training=True)
+            loss = self._loss(y, logits)
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self._update(y, logits)
+
+    def test_step(self, data):
+        x, y = data
+        y = tf.reshape(tf.cast(y, tf.float32), [-1])
+        return self._update(y, self.logits(x / 255.0, training=False))
+
+    def _update(self, y, logits):
+        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+        self.loss_tracker.update_state(per_image)
+        self.accuracy.update_state(y, logits)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces step results across workers along axis 0, which a scalar lacks;
+            # epoch logs still come from the (already aggregated) metrics themselves.
+            return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _optimizer(config: FitConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def _callbacks(config: FitConfig, val: Split, images: int, checkpoint_dir, fingerprint, on_epoch):
+    early = keras.callbacks.EarlyStopping(
+        monitor=monitored_metric(config), mode="max", patience=config.patience, restore_best_weights=True
+    )
+    callbacks = []
+    if config.adversarial is not None:
+        callbacks.append(PGDValidation(val, config.adversarial, config.seed))
+    callbacks += [EpochLog(config.epochs, images, config.batch_size, on_epoch), early]
+    checkpoint = EpochCheckpoint(checkpoint_dir, fingerprint, early) if checkpoint_dir else None
+    return callbacks + ([checkpoint] if checkpoint else []), checkpoint
+
+
+def _rows(done: keras.callbacks.History, start: int) -> list[dict]:
+    """One dict per epoch run by ``Model.fit``, numbered from ``start + 1``."""
+    keys = list(done.history)
+    count = len(done.history[keys[0]]) if keys else 0
+    return [{"epoch": start + i + 1, **{k: float(done.history[k][i]) for k in keys}} for i in range(count)]
 
 
 def fit(
@@ -129,99 +235,37 @@ def fit(
     train: Split,
     val: Split,
     config: FitConfig,
-    on_epoch: EpochCallback | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
     strategy: tf.distribute.Strategy | None = None,
-) -> list[dict]:
-    """Train ``model`` in place; return one dict of metrics per epoch.
+    checkpoint_dir: str | None = None,
+    fingerprint: str = "",
+) -> FitResult:
+    """Train ``model`` with ``Model.fit``; return the best epoch's float32 detector and the history.
 
     With a ``strategy`` (see :func:`distribution_strategy`), ``model`` must have
     been built or loaded inside ``strategy.scope()``; each batch of
-    ``config.batch_size`` images is split across its replicas.
-
-    Keys: ``epoch``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
-    ``seconds``, ``images_per_second`` and, for adversarial training,
-    ``val_pgd_accuracy``. The best epoch's weights are restored at the end.
+    ``config.batch_size`` images is split across its replicas. With a
+    ``checkpoint_dir`` the state is saved after every epoch, and a run killed
+    part-way resumes after its last finished epoch (if ``fingerprint`` matches).
+    ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow).
     """
-    adv = config.adversarial
     strategy = strategy or tf.distribute.get_strategy()
-    attacker = Attacker(model)
-    steps_per_epoch = math.ceil(len(train.y) / config.batch_size)
-    variables = model.trainable_variables
+    batches = TrainingBatches(train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday)
     with strategy.scope():
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
-        )
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-        optimizer.build(variables)
-
-    def replica_step(x, y):
-        """One step on one replica's share of the batch; the gradient is of the global mean loss."""
-        if adv is not None:
-            n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - adv.clean_fraction)), tf.int32)
-            x_adv = attacker.fgsm(x[:n_adv] / 255.0, y[:n_adv], adv.epsilon, adv.step, adv.random_start) * 255.0
-            x = tf.concat([x_adv, x[n_adv:]], axis=0)
-        with tf.GradientTape() as tape:
-            logits = attacker.logits(x / 255.0, training=True)
-            per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
-            loss = tf.nn.compute_average_loss(per_image)  # divides by the global batch size
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32), y), tf.float32))
-        return tf.reduce_sum(per_image), correct, tf.shape(x)[0]
-
-    @tf.function
-    def train_step(x, y):
-        totals = strategy.run(replica_step, args=(x, y))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in totals]
-
-    dataset = strategy.experimental_distribute_dataset(_dataset(train, config.batch_size, config.augment, config.seed))
-    if adv is not None:
-        rng = np.random.default_rng(config.seed)
-        pick = np.sort(rng.choice(len(val.y), size=min(adv.val_subset, len(val.y)), replace=False))
-        val_attack = (val.x[pick], val.y[pick])
-    monitor = monitored_metric(config)
-    best, best_weights, waited, history = -np.inf, model.get_weights(), 0, []
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        total_loss = total_correct = seen = 0.0
-        # the epoch line printed below is the summary, so the bar itself prints none
-        with progress(f"epoch {epoch}/{config.epochs}", total=len(train.y), summary=False) as bar:
-            for x, y in dataset:
-                loss, correct, count = train_step(x, y)
-                total_loss += float(loss)
-                total_correct += float(correct)
-                seen += int(count)
-                bar.update(int(count), accuracy=f"{total_correct / seen:.4f}")
-        seconds = time.perf_counter() - start
-        p_val = predict_proba(model, val.x)
-        row = {
-            "epoch": epoch,
-            "loss": total_loss / len(train.y),
-            "accuracy": total_correct / len(train.y),
-            "val_loss": float(keras.losses.binary_crossentropy(val.y.astype(np.float32), p_val)),
-            "val_accuracy": float(np.mean((p_val >= 0.5) == val.y)),
-            "seconds": seconds,
-            "images_per_second": len(train.y) / seconds,
-        }
-        if adv is not None:
-            x_adv = attack_images(
-                attacker, *val_attack, method="pgd", eps=adv.epsilon, steps=adv.val_pgd_steps, step_fraction=0.25
-            )
-            row["val_pgd_accuracy"] = float(np.mean((predict_proba(model, x_adv) >= 0.5) == val_attack[1]))
-        history.append(row)
-        print(
-            f"epoch {epoch}/{config.epochs}: "
-            + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",)),
-            file=sys.stderr,
-            flush=True,
-        )
-        if on_epoch is not None:
-            on_epoch(row)
-        if row[monitor] > best:
-            best, best_weights, waited = row[monitor], model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= config.patience:
-                print(f"early stop: {monitor} has not improved for {waited} epochs", file=sys.stderr)
-                break
-    model.set_weights(best_weights)
-    return history
+        detector = with_precision(model, config.precision) if config.precision != "float32" else model
+        trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch)
+        trainer.compile(optimizer=_optimizer(config, batches.steps_per_epoch), jit_compile=False)
+        trainer.optimizer.build(trainer.trainable_variables)
+    callbacks, checkpoint = _callbacks(config, val, len(train.y), checkpoint_dir, fingerprint, on_epoch)
+    resumed = checkpoint.restore(trainer) if checkpoint else None
+    start = resumed.epoch if resumed else 0
+    if resumed:
+        log.info("resuming from the checkpoint after epoch %d of %d", start, config.epochs)
+    done = trainer.fit(
+        batches.dataset(first_epoch=start), steps_per_epoch=batches.steps_per_epoch,
+        validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)), validation_batch_size=256,
+        epochs=config.epochs, initial_epoch=start, callbacks=callbacks, verbose=0,
+    )
+    history = (resumed.history if resumed else []) + _rows(done, start)
+    final = with_precision(detector, "float32") if config.precision != "float32" else detector
+    return FitResult(final, history, start)

@@ -1,0 +1,138 @@
+"""Rank training recipes by robust accuracy per CPU-minute, on a CIFAKE subset.
+
+Each recipe is the pipeline's two training stages in small: clean training
+(``train``) for ``clean_epochs``, then random-start FGSM training
+(``fgsm_finetune``) for ``adv_epochs``, through the project's own ``fit``. Both
+are timed in process CPU seconds (all threads; less sensitive to a busy machine
+than wall time, though not immune). Each trained pair is then scored on a
+seeded random test subset with the project's own evaluation functions: clean
+accuracy of both models, PGD-10 and FGSM at 2/255 and 4/255 for the robust one,
+and the everyday-corruption suite of ``params.yaml`` for both.
+
+Results are appended, one JSON line per recipe, to ``--out``; recipes already in
+it are skipped, so a killed search resumes where it stopped.
+
+    python benchmarks/recipe_search.py --data /path/to/processed --recipes A,B,C
+
+``--data`` is a ``data/processed`` folder from the ``preprocess`` stage run on CIFAKE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stage": 2, "dense_units": 64,
+              "dropout": 0.2, "stem_stride": 1}
+STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
+BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
+        "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3}
+
+RECIPES = {
+    "A_base": {},
+    "B_base_everyday": {"everyday": 0.5},
+    "C_stem2_bf16_everyday": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5},
+    "D_r32-64-128x1_bf16_everyday": {"model": {**BASE_MODEL, "widths": [32, 64, 128], "blocks_per_stage": 1},
+                                     "precision": "mixed_bfloat16", "everyday": 0.5},
+    "E_vgg64-128-256_bf16_everyday": {"model": {**BASE_MODEL, "architecture": "vgg", "widths": [64, 128, 256],
+                                                "blocks_per_stage": 1, "dropout": 0.1},
+                                      "precision": "mixed_bfloat16", "everyday": 0.5},
+    "F_stem2_halfclean": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5},
+    "G_stem2_warmup": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "warmup_epochs": 2.0},
+    "H_stem2_smooth": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "label_smoothing": 0.1},
+    "I_stem2_adv_only": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_epochs": 0,
+                         "adv_epochs": 10, "adv_lr": 2.0e-3},
+    "J_stem2_f32_everyday": {"model": STEM2, "everyday": 0.5},
+}
+
+SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
+         "blur_1.0": ("blur", 1.0), "resize_24": ("resize", 24), "resize_128": ("resize", 128),
+         "brightness_+20": ("brightness", 20), "brightness_-20": ("brightness", -20)}
+
+
+def subset(split, n, seed):
+    import numpy as np
+
+    from cifake.dataset import Split
+
+    pick = np.sort(np.random.default_rng(seed).permutation(len(split.y))[:n])
+    return Split(split.x[pick], split.y[pick], split.names[pick])
+
+
+def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
+    from cifake.config import ModelParams
+    from cifake.evaluation import attack_sweep, corruption_scores
+    from cifake.metrics import classification_metrics
+    from cifake.model import build_model, predict_proba
+    from cifake.determinism import set_determinism
+    from cifake.training import Adversarial, FitConfig, fit
+
+    r = {**BASE, **recipe}
+    set_determinism(seed)
+    common = dict(batch_size=128, weight_decay=5.0e-4, patience=100, augment=True, seed=seed,
+                  precision=r["precision"], everyday=r["everyday"], label_smoothing=r["label_smoothing"])
+    model = build_model(ModelParams(**r["model"]))
+    out = {"recipe": name, "settings": r, "parameters": int(model.count_params())}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if r["clean_epochs"]:
+        model = fit(model, data["train"], data["val"], FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], **common)).model
+    cpu1 = time.process_time()
+    clean_model = model
+    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=r["clean_fraction"],
+                      warmup_epochs=r["warmup_epochs"], val_subset=500)
+    robust = fit(model, data["train"], data["val"],
+                 FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], adversarial=adv, **common)).model
+    out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
+    out["wall_seconds"] = time.perf_counter() - wall0
+    test, attack = data["test"], data["attack"]
+    for label, m in (("clean_model", clean_model), ("robust_model", robust)):
+        scores = {"clean_accuracy": classification_metrics(test.y, predict_proba(m, test.x))["accuracy"],
+                  "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed)}
+        if label == "robust_model":
+            scores["attacks"] = attack_sweep(m, attack.x, attack.y, [2 / 255, 4 / 255], pgd_steps=10, step_fraction=0.25)
+        out[label] = scores
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
+    ap.add_argument("--train-images", type=int, default=16000)
+    ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--attack-images", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="one epoch of each phase (checks the script, not recipes)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "recipe_search.jsonl")
+    args = ap.parse_args()
+
+    from cifake.dataset import Split
+
+    done = set()
+    if args.out.is_file():
+        done = {json.loads(line)["recipe"] for line in args.out.read_text().splitlines() if line.strip()}
+    test = subset(Split.load(args.data / "test.npz"), args.test_images, args.seed)
+    data = {"train": subset(Split.load(args.data / "train.npz"), args.train_images, args.seed),
+            "val": subset(Split.load(args.data / "val.npz"), 2000, args.seed),
+            "test": test, "attack": subset(test, args.attack_images, args.seed + 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.recipes.split(","):
+        if name in done:
+            print(f"{name}: already in {args.out}, skipped", file=sys.stderr)
+            continue
+        recipe = {**RECIPES[name], **({"clean_epochs": 1, "adv_epochs": 1} if args.smoke else {})}
+        result = run_recipe(name, recipe, data, args.seed)
+        with open(args.out, "a", encoding="utf-8") as fh:  # one whole line per finished recipe
+            fh.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

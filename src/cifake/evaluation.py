@@ -1,0 +1,98 @@
+"""Scoring a detector: clean, under white-box attacks, and under everyday changes.
+
+The functions here are what ``evaluate`` runs and what the recipe search
+(``benchmarks/recipe_search.py``) ranks recipes by, so both measure the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import keras
+import numpy as np
+
+from cifake.attacks import Attacker, attack_images
+from cifake.corruptions import corrupt
+from cifake.metrics import classification_metrics
+from cifake.model import predict_proba
+
+log = logging.getLogger(__name__)
+
+ATTACK_KEYS = ("accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "precision", "recall", "f1")
+
+
+def eps_key(method: str, eps: float) -> str:
+    """``pgd_eps4`` for eps = 4/255 (fractional multiples of 1/255 keep a ``p``: ``pgd_eps2p5``)."""
+    return f"{method}_eps{eps * 255:.2f}".rstrip("0").rstrip(".").replace(".", "p")
+
+
+def attack_sweep(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, epsilons, *, pgd_steps: int, step_fraction: float,
+    batch_size: int = 256, keep: dict | None = None,
+) -> dict:
+    """FGSM and PGD accuracy (with CI, precision, recall, F1) at every epsilon.
+
+    Returns ``{"fgsm_eps4": {...}, "pgd_eps4": {...}, ..., "gradient_masking_suspect_eps_255": [...]}``;
+    an epsilon where PGD scores more than a point above FGSM is flagged (PGD is the
+    stronger attack, so that means masked gradients). If ``keep`` is a dict, the PGD
+    images are stored in it by epsilon.
+    """
+    attacker, scores, masking = Attacker(model), {}, []
+    for eps in epsilons:
+        for method in ("fgsm", "pgd"):
+            start = time.perf_counter()
+            x_adv = attack_images(attacker, x, y, method=method, eps=eps, steps=pgd_steps,
+                                  step_fraction=step_fraction, batch_size=batch_size)
+            m = classification_metrics(y, predict_proba(model, x_adv, batch_size))
+            scores[eps_key(method, eps)] = {k: m[k] for k in ATTACK_KEYS}
+            if method == "pgd" and keep is not None:
+                keep[eps] = x_adv
+            seconds = time.perf_counter() - start
+            log.info("%s eps=%.2f/255: accuracy %.4f (%d images in %.0f s)", method, eps * 255, m["accuracy"], len(y), seconds)
+        if scores[eps_key("pgd", eps)]["accuracy"] > scores[eps_key("fgsm", eps)]["accuracy"] + 0.01:
+            masking.append(round(eps * 255, 2))
+    scores["gradient_masking_suspect_eps_255"] = masking
+    return scores
+
+
+def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: dict, seed: int, batch_size: int = 256) -> dict:
+    """Accuracy under each everyday change of ``suite`` (name -> (kind, value)), with mean and worst."""
+    per = {}
+    for name, (kind, value) in suite.items():
+        p = predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size)
+        per[name] = float(np.mean((p >= 0.5) == y))
+    worst = min(per, key=per.get)
+    return {"accuracy": per, "mean": float(np.mean(list(per.values()))), "worst": per[worst], "worst_condition": worst}
+
+
+def score_model(model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Everything ``evaluate`` measures of one model on the test set.
+
+    Clean metrics on all of ``test``; FGSM/PGD at every ``ev.epsilons`` and the
+    corruption suite ``ev.corruptions`` on the images at ``subset``. ``ev`` is the
+    ``evaluate`` section of ``params.yaml``. Returns ``(scores, p_clean)``.
+    """
+    p_clean = predict_proba(model, test.x, ev.batch_size)
+    x, y = test.x[subset], test.y[subset]
+    suite = {name: (c.kind, c.value) for name, c in ev.corruptions.items()}
+    scores = {
+        "clean": classification_metrics(test.y, p_clean),
+        **attack_sweep(model, x, y, ev.epsilons, pgd_steps=ev.pgd_steps, step_fraction=ev.pgd_step_fraction,
+                       batch_size=ev.batch_size, keep=keep),
+        "corruptions": corruption_scores(model, x, y, suite, seed, ev.batch_size),
+    }
+    return scores, p_clean
+
+
+def perturb(model: keras.Model, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int, step_fraction: float,
+            batch_size: int = 256) -> np.ndarray:
+    """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds)."""
+    x_adv = attack_images(Attacker(model), x, y, method="pgd", eps=eps, steps=steps,
+                          step_fraction=step_fraction, batch_size=batch_size)
+    return np.clip(np.rint(x_adv), 0, 255).astype(np.uint8)
+
+
+def competition_score(clean_accuracy: float, perturbed_accuracy: float) -> float:
+    """The original competition's score: 40 % clean accuracy + 60 % accuracy on the perturbed set."""
+    return 0.4 * clean_accuracy + 0.6 * perturbed_accuracy
