@@ -68,7 +68,7 @@ TINY = {
     ("fgsm_finetune", "epochs"): 1,
     ("evaluate", "attack_subset"): 16,
     ("evaluate", "pgd_steps"): 3,
-    ("evaluate", "test2_pgd_steps"): 2,
+    ("perturb", "pgd_steps"): 2,
     ("evaluate", "epsilons"): [0.0078431, 0.0313725],
 }
 

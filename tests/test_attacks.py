@@ -5,6 +5,8 @@ import pytest
 
 from cifake.attacks import Attacker, attack_images
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def batch():

@@ -9,6 +9,8 @@ from cifake.config import ConfigError, load_params, parse_params
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.code
+
 
 @pytest.fixture()
 def raw() -> dict:

@@ -1,5 +1,6 @@
 """Decoding any image, fetching raw layouts safely, and preprocessing (duplicates, leakage, split)."""
 
+import csv
 import io
 import os
 import time
@@ -16,6 +17,8 @@ from cifake.sources import DataError, copy_directory, download_kaggle, extract_a
 
 from .conftest import make_layout
 
+pytestmark = pytest.mark.data
+
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
@@ -23,28 +26,38 @@ def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def test_label_mapping_is_explicit():
-    assert LABEL_OF_CLASS == {"REAL": 0, "FAKE": 1}
-    assert LABEL_NAMES[1] == "Fake" and LABEL_NAMES[0] == "Real"
+def test_labels_come_from_the_folder_names_not_the_listing_order(tmp_path):
+    """Listing puts FAKE before REAL: every FAKE image must still get label 1 (Fake), every REAL one 0."""
+    make_layout(tmp_path / "raw", per_class=5)
+    preprocess(tmp_path / "raw", tmp_path / "out", tmp_path / "t1", val_fraction=0.2, seed=0)
+    test = Split.load(tmp_path / "out" / "test.npz")
+    with open(labels_path(tmp_path / "t1"), newline="") as fh:
+        rows = {r["Image Name"]: r for r in csv.DictReader(fh)}
+    for name, y in zip(test.names, test.y):
+        source_class = rows[name]["Source"].split("/")[1]
+        assert y == LABEL_OF_CLASS[source_class] == (1 if source_class == "FAKE" else 0)
+        assert rows[name]["Label"] == LABEL_NAMES[y] == ("Fake" if source_class == "FAKE" else "Real")
 
 
 @pytest.mark.parametrize(
-    "img",
+    ("img", "colour"),
     [
-        Image.new("L", (32, 32), 128),
-        Image.new("RGBA", (40, 20), (10, 20, 30, 0)),
-        Image.new("P", (32, 32)),
-        Image.new("CMYK", (32, 32), (0, 0, 0, 0)),
-        Image.new("1", (3, 3)),
-        Image.new("RGB", (1, 1), (255, 0, 0)),
-        Image.new("RGB", (300, 200), (0, 255, 0)),
+        (Image.new("L", (32, 32), 128), (128, 128, 128)),
+        (Image.new("RGBA", (40, 20), (10, 20, 30, 0)), (255, 255, 255)),  # transparent -> white
+        (Image.new("P", (32, 32)), (0, 0, 0)),
+        (Image.new("CMYK", (32, 32), (0, 0, 0, 0)), (255, 255, 255)),
+        (Image.new("1", (3, 3)), (0, 0, 0)),
+        (Image.new("RGB", (1, 1), (255, 0, 0)), (255, 0, 0)),
+        (Image.new("RGB", (300, 200), (0, 255, 0)), (0, 255, 0)),
+        (Image.new("RGB", (32, 32), (30, 90, 200)), (30, 90, 200)),  # channel order kept
     ],
-    ids=["grey", "rgba", "palette", "cmyk", "bilevel", "1x1", "large"],
+    ids=["grey", "rgba", "palette", "cmyk", "bilevel", "1x1", "large", "rgb-order"],
 )
-def test_decode_any_mode_and_size(img):
+def test_decode_any_mode_and_size(img, colour):
     fmt = "JPEG" if img.mode in ("L", "CMYK", "RGB") else "PNG"
     out = decode_image(_bytes(img, fmt))
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert np.abs(out.reshape(-1, 3).mean(axis=0) - np.array(colour)).max() <= 4  # JPEG rounding only
 
 
 def test_decode_16bit_keeps_brightness():

@@ -17,6 +17,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.model
+
 # The training task both tests run: a small learnable problem for a seed CNN without dropout.
 TASK = r"""
 import numpy as np

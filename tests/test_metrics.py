@@ -5,6 +5,8 @@ import pytest
 
 from cifake.metrics import accuracy_interval, classification_metrics, label_metrics, roc_points, stratified_subset
 
+pytestmark = pytest.mark.code
+
 
 def test_label_metrics_by_hand():
     # truth:      F F F F R R R R R R ; predicted: F F F R F R R R R R

@@ -7,6 +7,8 @@ import pytest
 from cifake.config import ModelParams
 from cifake.model import ModelLoadError, build_model, load_model, logit_model, save_model
 
+pytestmark = pytest.mark.model
+
 
 @pytest.mark.parametrize("architecture", ["seed_cnn", "resnet"])
 def test_architectures_keep_the_contract(architecture, tmp_path):

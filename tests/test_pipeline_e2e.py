@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from .conftest import TINY, copy_project, git_commit_all, run_ok
 
@@ -39,14 +40,14 @@ def project(tmp_path_factory):
 
 def test_every_stage_ran_and_outputs_exist(project):
     dest, _, log = project
-    for stage in ("fetch", "preprocess", "train", "fgsm_finetune", "evaluate", "predict"):
+    for stage in ("fetch", "preprocess", "train", "fgsm_finetune", "perturb", "evaluate", "predict"):
         assert f"Running stage '{stage}'" in log
     for path in ("models/model.keras", "models/model_robust.keras", "data/test_dataset_1_labels.csv",
                  "data/test_dataset_2_labels.csv", "metrics/plots/confusion_clean.csv",
                  "metrics/plots/confusion_test2.csv", "metrics/plots/roc_clean_model.csv",
                  "metrics/plots/roc_robust_model.csv", "metrics/plots/robustness.csv",
                  "metrics/plots/train_history.csv", "metrics/plots/finetune_history.csv",
-                 "metrics/plots/adversarial_examples.png"):
+                 "metrics/plots/adversarial_examples.png", "metrics/plots/corruptions_robust_model.csv"):
         assert (dest / path).is_file(), path
 
 
@@ -73,6 +74,11 @@ def test_metrics_keys_and_sample_is_said_plainly(project):
     for model in ("clean_model", "robust_model"):
         assert {"clean", "fgsm_eps2", "pgd_eps2", "fgsm_eps8", "pgd_eps8"} <= set(ev[model])
         assert {"accuracy", "precision", "recall", "f1"} <= set(ev[model]["clean"])
+        corruptions = ev[model]["corruptions"]
+        assert set(corruptions["accuracy"]) == set(yaml.safe_load((dest / "params.yaml").read_text())["evaluate"]["corruptions"])
+        assert corruptions["worst"] == min(corruptions["accuracy"].values()) <= corruptions["mean"]
+    assert ev["competition_score"] == pytest.approx(
+        0.4 * ev["robust_model"]["clean"]["accuracy"] + 0.6 * ev["test_dataset_2"]["accuracy"])
     assert ev["attack_images"] == 16
     # predict scores Test_dataset_2 exactly as evaluate did: same images, same model
     assert m["predict"]["test_dataset_2"]["accuracy"] == pytest.approx(ev["test_dataset_2"]["accuracy"])
@@ -100,8 +106,13 @@ def test_second_repro_does_nothing_and_metrics_commands_work(project):
     again = run_ok([sys.executable, "-m", "dvc", "repro"], dest, env)
     assert "Running stage" not in again
     shown = json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "show", "--json"], dest, env))
-    assert shown
-    run_ok([sys.executable, "-m", "dvc", "metrics", "diff"], dest, env)
+    workspace = shown[0]["data"] if isinstance(shown, list) else shown
+    assert workspace
+    # the copy's commit holds no metrics, so every figure is new against HEAD
+    diff = json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], dest, env))
+    ev = json.loads((dest / "metrics/evaluate.json").read_text())
+    assert diff["metrics/evaluate.json"]["competition_score"]["new"] == pytest.approx(ev["competition_score"])
+    assert diff["metrics/evaluate.json"]["competition_score"].get("old") is None
 
 
 def test_forced_rerun_gives_identical_metrics(project):
@@ -131,8 +142,12 @@ def _declared_plots(dvc_yaml: dict) -> dict[str, set[str]]:
             files.setdefault(path, set()).update(v for k, v in (spec or {}).items() if k in ("x", "y"))
     for entry in dvc_yaml.get("plots", []):
         (_, spec), = entry.items()
-        for path, columns in spec["y"].items():
-            files.setdefault(path, set()).update([spec["x"], *([columns] if isinstance(columns, str) else columns)])
+        for axis in ("x", "y"):
+            if isinstance(spec[axis], dict):  # file -> column(s)
+                for path, columns in spec[axis].items():
+                    files.setdefault(path, set()).update([columns] if isinstance(columns, str) else columns)
+        for path in spec["y"] if isinstance(spec["x"], str) else ():
+            files.setdefault(path, set()).add(spec["x"])
     return files
 
 
@@ -141,7 +156,7 @@ def test_every_declared_plot_is_produced_with_its_columns(project):
     import yaml
 
     declared = _declared_plots(yaml.safe_load((dest / "dvc.yaml").read_text()))
-    assert len(declared) >= 10  # histories, ROC and PR per model, robustness, 2 confusions, picture
+    assert len(declared) >= 12  # histories, ROC, PR and corruptions per model, robustness, 2 confusions, picture
     for path, columns in declared.items():
         assert (dest / path).is_file() and (dest / path).stat().st_size > 0, path
         if path.endswith(".csv"):

@@ -16,6 +16,8 @@ from cifake.predict import CSV_COLUMNS, errors_path, predict_folder, read_labels
 
 from .conftest import write_image
 
+pytestmark = pytest.mark.code
+
 
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
@@ -228,3 +230,21 @@ def test_prefetch_hands_producer_errors_to_the_consumer_and_stops_when_abandoned
     assert next(endless) == 0
     endless.close()  # the consumer stops early (e.g. model error): the producer must not hang around
     assert not [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]
+
+
+def test_scores_column_matches_the_labels_at_any_threshold(tmp_path, tiny_model_path):
+    """--scores adds P(Fake) after the seed's two columns; the label is P(Fake) >= threshold."""
+    root = tmp_path / "in"
+    for i in range(12):
+        write_image(root / f"{i}.jpg", seed=i)
+    plain, scored = tmp_path / "plain.csv", tmp_path / "scored.csv"
+    assert main(["predict", str(root), "-o", str(plain), "--model", str(tiny_model_path)]) == EXIT_OK
+    assert main(["predict", str(root), "-o", str(scored), "--model", str(tiny_model_path), "--scores"]) == EXIT_OK
+    rows = _rows(scored)
+    assert list(rows[0]) == [*CSV_COLUMNS, "P(Fake)"]
+    assert [(r["Image Name"], r["Predicted Label"]) for r in rows] == [tuple(r.values()) for r in _rows(plain)]
+    p = [float(r["P(Fake)"]) for r in rows]
+    threshold = float(np.median(p))
+    again = tmp_path / "again.csv"
+    main(["predict", str(root), "-o", str(again), "--model", str(tiny_model_path), "--threshold", str(threshold)])
+    assert [r["Predicted Label"] for r in _rows(again)] == ["Fake" if v >= threshold else "Real" for v in p]

@@ -6,6 +6,8 @@ import pytest
 
 from cifake.progress import progress
 
+pytestmark = pytest.mark.code
+
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:

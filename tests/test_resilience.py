@@ -11,6 +11,8 @@ from cifake.dataset import Split
 from cifake.model import build_model
 from cifake.training import FitConfig, distribution_strategy
 
+pytestmark = pytest.mark.code
+
 
 def _tiny_split(n, seed):
     rng = np.random.default_rng(seed)

@@ -1,5 +1,6 @@
 """The offline sample: deterministic, in the CIFAKE layout, and genuinely two kinds of image."""
 
+import pytest
 import hashlib
 
 import numpy as np
@@ -7,6 +8,8 @@ import numpy as np
 from cifake.dataset import Split, preprocess
 from cifake.sources import list_raw
 from cifake.sample import generate_sample
+
+pytestmark = pytest.mark.data
 
 
 def _digest(root) -> str:

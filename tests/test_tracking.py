@@ -8,6 +8,8 @@ import pytest
 
 from cifake import tracking
 
+pytestmark = pytest.mark.code
+
 
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -25,8 +27,17 @@ def test_unreachable_server_is_reported_fast(monkeypatch):
 
 
 def test_local_uris_need_no_server(monkeypatch, tmp_path):
+    import urllib.request
+
+    asked = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: asked.append(a) or (_ for _ in ()).throw(OSError()))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
-    tracking.check_tracking_server()  # does not raise
+    tracking.check_tracking_server()
+    assert asked == []  # a local store is never probed over HTTP ...
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(tracking.TrackingError):
+        tracking.check_tracking_server()
+    assert len(asked) == 1  # ... while a server is
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking.tracking_uri() == "sqlite:///mlflow.db"
 

@@ -78,7 +78,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 es["best_weights"] = [best[f"w{i}"] for i in range(len(best.files))]
         self._pending = es  # applied after EarlyStopping resets itself in on_train_begin
         self.history = state["history"]
-        return Resumed(epoch=state["epoch"], history=self.history)
+        return Resumed(epoch=state["epoch"], history=list(self.history))
 
     def on_train_begin(self, logs=None):
         if self._pending is not None:
@@ -109,6 +109,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in self.directory.glob("epoch-*"):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint after epoch %d saved in %s", epoch + 1, self.directory)
 
     def clear(self) -> None:
         """Remove every checkpoint (after the stage has written its outputs)."""

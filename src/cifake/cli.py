@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
     p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--scores", action="store_true", help="add a third column, P(Fake), to choose your own threshold")
     score = p.add_mutually_exclusive_group()
     score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
     score.add_argument(
@@ -74,7 +75,8 @@ def _predict(args: argparse.Namespace) -> int:
     from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
 
     model = load_model(args.model)
-    summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size)
+    summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold,
+                             batch_size=args.batch_size, scores=args.scores)
     print(summary.describe(), file=sys.stderr)
     if args.labels is not None or args.labels_from_folders:
         truth = read_labels(args.labels) if args.labels is not None else folder_labels(args.output)

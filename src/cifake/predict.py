@@ -32,6 +32,7 @@ from cifake.progress import progress
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("Image Name", "Predicted Label")
+SCORE_COLUMN = "P(Fake)"
 
 
 class PredictError(CifakeError, RuntimeError):
@@ -174,8 +175,13 @@ def predict_folder(
     *,
     threshold: float = 0.5,
     batch_size: int = 256,
+    scores: bool = False,
 ) -> PredictSummary:
-    """Classify every image under ``input_dir``; write the CSV and its errors file."""
+    """Classify every image under ``input_dir``; write the CSV and its errors file.
+
+    With ``scores`` a third column ``P(Fake)`` holds the model's probability, so that
+    users can choose their own threshold; the first two columns stay as they are.
+    """
     from cifake.model import predict_proba
 
     root, output = Path(input_dir), Path(output)
@@ -187,14 +193,14 @@ def predict_folder(
     with atomic_path(output) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(CSV_COLUMNS + ((SCORE_COLUMN,) if scores else ()))
             skip = _own_files(output, summary.errors_file)
             # the folder is streamed, not listed first: the bar counts without a total
             with progress("predict", summary=False) as bar:  # the caller prints summary.describe()
                 for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip)):
                     p_fake = predict_proba(model, pixels, batch_size)
                     for name, p in zip(names, p_fake):
-                        writer.writerow([name, LABEL_NAMES[int(p >= threshold)]])
+                        writer.writerow([name, LABEL_NAMES[int(p >= threshold)]] + ([f"{p:.6f}"] if scores else []))
                     summary.classified += len(names)
                     bar.update(len(names), skipped=len(summary.failed))
         write_csv(summary.errors_file, ["Image Name", "Error"], summary.failed)

@@ -264,7 +264,7 @@ def fit(
     done = trainer.fit(
         batches.dataset(first_epoch=start), steps_per_epoch=batches.steps_per_epoch,
         validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)), validation_batch_size=256,
-        epochs=config.epochs, initial_epoch=start, callbacks=callbacks, verbose=0,
+        epochs=config.epochs, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
     )
     history = (resumed.history if resumed else []) + _rows(done, start)
     final = with_precision(detector, "float32") if config.precision != "float32" else detector

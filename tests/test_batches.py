@@ -1,0 +1,50 @@
+"""Training batches are a pure function of (seed, epoch, batch): what makes a resumed run equal a straight one."""
+
+import numpy as np
+import pytest
+
+from cifake.batches import TrainingBatches, flip_and_shift
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), (np.arange(100) % 2).astype(np.uint8)
+
+
+def test_every_image_once_per_epoch_with_its_label(data):
+    x, y = data
+    b = TrainingBatches(x, y, batch_size=32, seed=0, augment=False, everyday=0.0)
+    assert b.steps_per_epoch == 4
+    seen = np.concatenate([b[i][0] for i in range(4)])
+    labels = np.concatenate([b[i][1] for i in range(4)])
+    assert seen.dtype == np.float32 and len(seen) == 100
+    index = {img.tobytes(): k for k, img in enumerate(x.astype(np.float32))}
+    ids = [index[img.tobytes()] for img in seen]
+    assert sorted(ids) == list(range(100))
+    assert np.array_equal(labels, y[ids].astype(np.float32))
+
+
+def test_epochs_are_shuffled_differently_and_reproducibly(data):
+    x, y = data
+    b = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5)
+    again = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5)
+    assert not np.array_equal(b[0][0], b[4][0])  # epoch 0 vs epoch 1
+    for i in (0, 5, 7):
+        assert np.array_equal(b[i][0], again[i][0])
+
+
+def test_the_dataset_resumes_at_the_right_batch(data):
+    x, y = data
+    b = TrainingBatches(x, y, 32, seed=3, augment=True, everyday=0.5)
+    first = next(iter(b.dataset(first_epoch=2)))
+    assert np.array_equal(first[0].numpy(), b[2 * b.steps_per_epoch][0])
+
+
+def test_flip_and_shift_moves_pixels_but_keeps_content(data):
+    x, _ = data
+    out = flip_and_shift(x, np.random.default_rng(0))
+    assert out.shape == x.shape and out.dtype == x.dtype and not np.array_equal(out, x)
+    assert abs(out.astype(float).mean() - x.astype(float).mean()) < 3

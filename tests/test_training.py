@@ -1,0 +1,132 @@
+"""Keras-native training: precision, early stopping, the adversarial step, checkpoints; and the evaluation helpers."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifake.checkpoint import EpochCheckpoint
+from cifake.config import ModelParams
+from cifake.dataset import Split
+from cifake.determinism import set_determinism
+from cifake.evaluation import competition_score, eps_key
+from cifake.model import build_model, load_model, predict_proba, save_model, with_precision
+from cifake.report import evaluation_summary
+from cifake.training import Adversarial, FitConfig, Trainer, fit
+
+pytestmark = pytest.mark.model
+
+PARAMS = ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=1, dropout=0.0)
+
+
+def _split(n, seed):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.uint8)
+    x = rng.integers(0, 160, (n, 32, 32, 3)).astype(np.uint8)
+    x[y == 1] += 60  # fakes are brighter: learnable in a few steps
+    return Split(x, y, np.array([f"{i}.png" for i in range(n)]))
+
+
+def _config(**kw):
+    base = dict(epochs=2, batch_size=32, learning_rate=3e-3, weight_decay=0.0, patience=5, augment=False, seed=0)
+    return FitConfig(**{**base, **kw})
+
+
+def test_bf16_training_gives_a_float32_model_that_keeps_the_contract(tmp_path):
+    set_determinism(0)
+    result = fit(build_model(PARAMS), _split(128, 0), _split(64, 1), _config(precision="mixed_bfloat16"))
+    model = result.model
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    save_model(model, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    p = loaded(np.zeros((2, 32, 32, 3), np.float32))
+    assert p.dtype == "float32" and p.shape == (2, 1)
+    assert result.history[-1]["accuracy"] > 0.6  # it learned in bfloat16
+
+
+def test_with_precision_keeps_weights_and_outputs():
+    set_determinism(0)
+    model = build_model(PARAMS)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    mixed = with_precision(model, "mixed_bfloat16")
+    assert mixed.get_layer("s1b0_conv1").compute_dtype == "bfloat16"
+    assert mixed.get_layer("logits").compute_dtype == "float32"
+    assert np.allclose(predict_proba(mixed, x), predict_proba(model, x), atol=0.05)  # bf16 rounding only
+    back = with_precision(mixed, "float32")
+    assert np.array_equal(predict_proba(back, x), predict_proba(model, x))
+    with pytest.raises(ValueError, match="precision"):
+        with_precision(model, "float16")
+
+
+def test_early_stopping_keeps_the_best_epoch(monkeypatch):
+    """Validation accuracy is forced to peak at epoch 2: the returned weights must be epoch 2's."""
+    set_determinism(0)
+    snapshots, peak = {}, {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.6}
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] = peak[epoch + 1]
+            snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
+
+    import cifake.training as training
+
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a: ([Spy(), *original(*a)[0]], None))
+    result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=4, patience=2))
+    assert len(result.history) == 4  # epoch 2 best, 3 and 4 worse: patience 2 stops after epoch 4
+    for got, best in zip(result.model.get_weights(), snapshots[2]):
+        assert np.array_equal(got, best)
+
+
+def test_adversarial_step_attacks_within_the_ramped_epsilon():
+    set_determinism(0)
+    adv = Adversarial(epsilon=8 / 255, step=10 / 255, random_start=True, clean_fraction=0.5, warmup_epochs=2)
+    trainer = Trainer(build_model(PARAMS), _config(adversarial=adv), steps_per_epoch=10)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer.optimizer.build(trainer.trainable_variables)
+    x = tf.constant(np.random.default_rng(0).uniform(20, 235, (8, 32, 32, 3)).astype(np.float32))
+    y = tf.constant((np.arange(8) % 2).astype(np.float32))
+    assert float(trainer.epsilon()) == pytest.approx(8 / 255 / 20)  # step 1 of a 20-step warm-up
+    x_adv = trainer.attack(x, y).numpy()
+    moved = np.abs(x_adv - x.numpy()) / 255
+    assert moved[:4].max() <= 8 / 255 / 20 + 1e-6 and moved[:4].max() > 0  # attacked, within the ramp
+    assert moved[4:].max() == 0  # the clean half is untouched
+    trainer.optimizer.iterations.assign(100)
+    assert float(trainer.epsilon()) == pytest.approx(8 / 255)
+
+
+def test_a_checkpoint_of_other_settings_is_never_resumed(tmp_path):
+    set_determinism(0)
+    fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1), checkpoint_dir=tmp_path, fingerprint="a")
+    state = json.loads((tmp_path / "epoch-0001" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["fingerprint"] == "a" and len(state["history"]) == 1
+    other = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1), checkpoint_dir=tmp_path,
+                fingerprint="b")
+    assert other.resumed_at_epoch == 0
+    same = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2), checkpoint_dir=tmp_path,
+               fingerprint="b")
+    assert same.resumed_at_epoch == 1 and [r["epoch"] for r in same.history] == [1, 2]
+
+
+def test_eps_keys_name_multiples_of_one_255th():
+    assert eps_key("pgd", 4 / 255) == "pgd_eps4"
+    assert eps_key("fgsm", 2.5 / 255) == "fgsm_eps2p5"
+    assert eps_key("pgd", 0.0078431) == "pgd_eps2"
+
+
+def test_competition_score_weights_clean_40_perturbed_60():
+    assert competition_score(1.0, 0.0) == pytest.approx(0.4)
+    assert competition_score(0.9, 0.5) == pytest.approx(0.66)
+
+
+def test_registry_summary_names_every_figure():
+    metric = {"accuracy": 0.9, "accuracy_ci95_low": 0.88, "accuracy_ci95_high": 0.92, "precision": 0.91,
+              "recall": 0.89, "f1": 0.9, "n": 2000}
+    scores = {"clean": metric, "pgd_eps2": {"accuracy": 0.8}, "pgd_eps4": {"accuracy": 0.7},
+              "corruptions": {"mean": 0.85, "worst": 0.6, "worst_condition": "blur_1.0"}}
+    text = evaluation_summary(scores, 300, 20, {"attack": "pgd-10", "accuracy": 0.75, "f1": 0.74})
+    for part in ("2,000 images", "0.9000", "[95% CI 0.8800-0.9200]", "PGD-20", "2/255 0.8000", "4/255 0.7000",
+                 "mean 0.8500, worst 0.6000 (blur_1.0)", "Test_dataset_2 (pgd-10): accuracy 0.7500"):
+        assert part in text
