@@ -66,6 +66,8 @@ def subset(split, n, seed):
 
 
 def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
+    import keras
+
     from cifake.config import ModelParams
     from cifake.evaluation import attack_sweep, corruption_scores
     from cifake.metrics import classification_metrics
@@ -83,7 +85,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     if r["clean_epochs"]:
         model = fit(model, data["train"], data["val"], FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], **common)).model
     cpu1 = time.process_time()
-    clean_model = model
+    clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
+    clean_model.set_weights(model.get_weights())
     adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=r["clean_fraction"],
                       warmup_epochs=r["warmup_epochs"], val_subset=500)
     robust = fit(model, data["train"], data["val"],

@@ -17,13 +17,21 @@ from cifake.evaluation import competition_score, score_model
 from cifake.fileio import read_json, sha256_file, write_json, write_rows
 from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
 from cifake.model import load_model, predict_proba
-from cifake.report import adversarial_grid, confusion_rows, corruption_rows, evaluation_summary, robustness_rows
+from cifake.report import (
+    adversarial_grid,
+    confusion_rows,
+    corruption_rows,
+    evaluation_summary,
+    headline,
+    robustness_rows,
+)
 
 PROCESSED = Path("data/processed")
 TEST2 = Path("data/test_dataset_2")
 MODELS = {"clean": Path("models/model.keras"), "robust": Path("models/model_robust.keras")}
 PLOTS = Path("metrics/plots")
 OUT = Path("metrics/evaluate.json")
+SUMMARY = Path("metrics/summary.json")
 
 
 def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
@@ -70,6 +78,7 @@ def main() -> None:
         }
         write_plots(out, results, test, test2, p2, grid, shown_y, ev.epsilons)
         write_json(OUT, out)
+        write_json(SUMMARY, headline(out))
         tracking.log_metrics({k: v for k, v in out.items() if isinstance(v, (dict, float))})
         tracking.log_artifacts(OUT, PLOTS)
         describe_versions(params, out)

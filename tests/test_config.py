@@ -52,7 +52,30 @@ def test_missing_and_unknown_keys_are_named(raw):
         parse_params(bad)
     message = str(err.value)
     assert "'train.epochs': Field required" in message
-    assert "'train.epoch': Extra inputs are not permitted" in message
+    assert "'train.epoch': unknown key, did you mean 'epochs'?" in message
+
+
+def test_misspelt_keys_get_the_closest_valid_one(raw):
+    bad = copy.deepcopy(raw)
+    bad["train"]["learnin_rate"] = bad["train"].pop("learning_rate")
+    bad["evaluate"]["corruptions"]["jpeg_q50"]["kinds"] = "jpeg"
+    bad["zzz"] = 1
+    with pytest.raises(ConfigError) as err:
+        parse_params(bad)
+    message = str(err.value)
+    assert "'train.learnin_rate': unknown key, did you mean 'learning_rate'?" in message
+    assert "'evaluate.corruptions.jpeg_q50.kinds': unknown key" in message  # inside a mapping of sections
+    assert "'zzz': unknown key (got 1)" in message  # nothing close: no guess
+
+
+def test_check_params_says_valid(tmp_path, capsys):
+    from cifake.cli import EXIT_FATAL, EXIT_OK, main
+
+    assert main(["check-params", str(ROOT / "params.yaml")]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"{ROOT / 'params.yaml'} is valid"
+    (tmp_path / "p.yaml").write_text((ROOT / "params.yaml").read_text().replace("  epochs:", "  epoch:", 1))
+    assert main(["check-params", str(tmp_path / "p.yaml")]) == EXIT_FATAL
+    assert "did you mean 'epochs'?" in capsys.readouterr().err
 
 
 def test_unreadable_files(tmp_path):

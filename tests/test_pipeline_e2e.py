@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -109,7 +110,9 @@ def test_second_repro_does_nothing_and_metrics_commands_work(project):
     workspace = shown[0]["data"] if isinstance(shown, list) else shown
     assert workspace
     # the copy's commit holds no metrics, so every figure is new against HEAD
-    diff = json.loads(run_ok([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], dest, env))
+    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], cwd=dest, env=env,
+                         capture_output=True, text=True, check=True).stdout  # stderr: "failed to load ... HEAD"
+    diff = json.loads(out)
     ev = json.loads((dest / "metrics/evaluate.json").read_text())
     assert diff["metrics/evaluate.json"]["competition_score"]["new"] == pytest.approx(ev["competition_score"])
     assert diff["metrics/evaluate.json"]["competition_score"].get("old") is None
@@ -187,3 +190,48 @@ def test_outputs_travel_through_a_local_dvc_remote(project, tmp_path):
         assert (clone / path).read_bytes() == (dest / path).read_bytes(), path
     status = run_ok(dvc + ["status"], clone, env)
     assert "up to date" in status
+
+
+def _set_param(dest, section: str, key: str, value) -> None:
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params[section][key] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _versions(dest, env) -> int:
+    script = "import mlflow; print(len(mlflow.MlflowClient().search_model_versions(\"name='cifake-detector'\")))"
+    return int(run_ok([sys.executable, "-c", script], dest, env).strip().splitlines()[-1])
+
+
+def test_a_params_typo_deletes_nothing_and_a_seen_config_comes_from_the_run_cache(project, tmp_path):
+    import shutil
+
+    dest = tmp_path / "copy"
+    shutil.copytree(project[0], dest, symlinks=True)
+    env = {**project[1], "PYTHONPATH": str(dest / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{dest}/mlflow.db"}
+    dvc = [sys.executable, "-m", "dvc"]
+    model = (dest / "models/model.keras").read_bytes()
+    versions = _versions(dest, env)
+
+    _set_param(dest, "train", "epochs", "ten")  # a typo
+    failed = subprocess.run(dvc + ["repro"], cwd=dest, env=env, capture_output=True, text=True)
+    assert failed.returncode != 0 and "'train.epochs'" in failed.stderr + failed.stdout
+    assert (dest / "models/model.keras").read_bytes() == model  # nothing was deleted
+    assert (dest / "metrics/train.json").is_file() and (dest / "metrics/plots/train_history.csv").is_file()
+
+    _set_param(dest, "train", "epochs", TINY[("train", "epochs")])  # fixed: nothing to retrain
+    fixed = run_ok(dvc + ["repro"], dest, env)
+    assert "Running stage 'train'" not in fixed and "Running stage 'fgsm_finetune'" not in fixed
+
+    _set_param(dest, "train", "epochs", 1)  # a real change trains ...
+    changed = run_ok(dvc + ["repro"], dest, env)
+    assert "Running stage 'train'" in changed
+    assert _versions(dest, env) == versions + 2  # the new clean and robust models
+    _set_param(dest, "train", "epochs", TINY[("train", "epochs")])  # ... and changing back restores
+    start = time.monotonic()
+    back = run_ok(dvc + ["repro"], dest, env)
+    for stage in ("train", "fgsm_finetune", "perturb", "evaluate", "predict"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back, stage
+    assert time.monotonic() - start < 60
+    assert (dest / "models/model.keras").read_bytes() == model
+    assert _versions(dest, env) == versions + 2  # no duplicate registration

@@ -110,14 +110,15 @@ def test_empty_folder_gives_header_only(tmp_path, tiny_model_path):
     assert out.read_text().strip() == "Image Name,Predicted Label"
 
 
-@pytest.mark.parametrize("case", ["missing input", "missing output folder", "unwritable output folder", "bad model"])
+@pytest.mark.parametrize("case", ["missing input", "output folder under a file", "unwritable output folder", "bad model"])
 def test_fatal_errors_write_nothing(tmp_path, tiny_model_path, capsys, monkeypatch, case):
     write_image(tmp_path / "in" / "a.jpg")
     args = {"input": tmp_path / "in", "out": tmp_path / "out.csv", "model": tiny_model_path}
     if case == "missing input":
         args["input"] = tmp_path / "nope"
-    elif case == "missing output folder":
-        args["out"] = tmp_path / "no" / "such" / "out.csv"
+    elif case == "output folder under a file":
+        (tmp_path / "file").write_text("x")
+        args["out"] = tmp_path / "file" / "sub" / "out.csv"
     elif case == "unwritable output folder":
         (tmp_path / "ro").mkdir(mode=0o500)
         args["out"] = tmp_path / "ro" / "out.csv"
@@ -248,3 +249,18 @@ def test_scores_column_matches_the_labels_at_any_threshold(tmp_path, tiny_model_
     again = tmp_path / "again.csv"
     main(["predict", str(root), "-o", str(again), "--model", str(tiny_model_path), "--threshold", str(threshold)])
     assert [r["Predicted Label"] for r in _rows(again)] == ["Fake" if v >= threshold else "Real" for v in p]
+
+
+def test_missing_output_folders_are_created(tmp_path, tiny_model_path):
+    write_image(tmp_path / "in" / "a.jpg")
+    out = tmp_path / "new" / "deeper" / "out.csv"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_path)]) == EXIT_OK
+    assert [r["Image Name"] for r in _rows(out)] == ["a.jpg"]
+
+
+def test_help_speaks_to_users(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "AI-generated" in text and "cifake predict photos/ -o predictions.csv" in text
+    assert "``" not in text and ":func:" not in text  # no reStructuredText from docstrings

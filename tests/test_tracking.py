@@ -48,7 +48,7 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
-    with tracking.stage_run("train", "cifake-test", {"train": {"epochs": 2}}, {"source": "sample", "dataset_sha256": "abc"}) as run:
+    with tracking.stage_run("train", "cifake-test", {"train": {"epochs": 2}}, {"dataset": "sample", "dataset_sha256": "abc"}) as run:
         tracking.log_epoch({"epoch": 1, "loss": 0.5, "val_accuracy": 0.75})
         tracking.log_metrics({"clean": {"accuracy": 0.9, "n": 10}, "label": "x"})
         version = tracking.register_model(tiny_model, "cifake-test-model", "a test model", alias="champion")
@@ -56,6 +56,10 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     data = client.get_run(run.info.run_id).data
     assert data.params["train.epochs"] == "2"
     assert data.tags["stage"] == "train" and data.tags["dataset.sha256"] == "abc"
+    assert data.tags["dataset.source"] == "sample"
+    assert client.get_run(run.info.run_id).info.run_name == "train-sample-exp-test"
+    experiment = client.get_experiment_by_name("cifake-test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # UI opens on the runs
     assert data.tags["dvc_experiment"] == "exp-test"
     assert data.metrics["clean.accuracy"] == 0.9 and data.metrics["val_accuracy"] == 0.75
     mv = client.get_model_version_by_alias("cifake-test-model", "champion")

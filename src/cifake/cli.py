@@ -1,9 +1,4 @@
-"""The ``cifake`` command line.
-
-Exit status: 0 all done; 1 a fatal error (nothing written); 2 a usage error;
-3 finished, but some input files were skipped (listed on stderr and in the
-errors file).
-"""
+"""The ``cifake`` command line."""
 
 from __future__ import annotations
 
@@ -32,13 +27,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DESCRIPTION = """\
+Tell real photographs from AI-generated images (Stable Diffusion), also when
+someone has perturbed the pixels to fool the detector.
+
+examples:
+  cifake predict photos/ -o predictions.csv            label every image under photos/
+  cifake predict photos/ -o out.csv --scores           ... with P(Fake), to pick your own threshold
+  cifake predict cifake/test -o t.csv --labels-from-folders   score a REAL/ and FAKE/ layout
+  cifake check-params                                  is params.yaml valid?
+
+exit status: 0 done; 1 error (nothing written); 2 bad arguments;
+3 done, but some files were not images (listed in <output>.errors.csv)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cifake", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="cifake", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify every image under a folder and write a CSV")
     p.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="CSV to write (Image Name, Predicted Label)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="CSV to write (Image Name, Predicted Label); missing folders are created")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
     p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
     p.add_argument("--batch-size", type=_positive_int, default=256)
@@ -50,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score against the REAL/ or FAKE/ folder each image lies in (CIFAKE's layout)",
     )
 
-    v = sub.add_parser("check-params", help="validate params.yaml and print it")
+    v = sub.add_parser("check-params", help="check params.yaml: says it is valid, or names every bad key")
     v.add_argument("path", type=Path, nargs="?", default=Path("params.yaml"))
     return parser
 
@@ -62,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-params":
             from cifake.config import load_params
 
-            print(load_params(args.path).model_dump_json(indent=2))
+            load_params(args.path)
+            print(f"{args.path} is valid")
             return EXIT_OK
         return _predict(args)
     except CifakeError as exc:
@@ -70,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FATAL
 
 
+def _make_parent(output: Path) -> None:
+    """Create the output's folder, as dvc and mlflow do; fail before TensorFlow loads if it cannot be."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CifakeError(f"cannot create the output folder {output.parent}: {exc.strerror or exc}") from None
+
+
 def _predict(args: argparse.Namespace) -> int:
+    _make_parent(args.output)
     from cifake.model import load_model
     from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
 

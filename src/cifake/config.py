@@ -161,7 +161,24 @@ def _describe(error: dict) -> str:
     message = error["msg"]
     if error["type"] == "literal_error":
         message = f"must be one of {error['ctx']['expected']}"
+    if error["type"] == "extra_forbidden":
+        message = "unknown key" + _suggestion(error["loc"])
     return f"params.yaml: '{key}': {message} (got {error.get('input')!r})"
+
+
+def _suggestion(loc: tuple) -> str:
+    """", did you mean 'learning_rate'?" for a misspelt key, from the keys its section allows."""
+    import difflib
+
+    section: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        section = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
+    return f", did you mean '{close[0]}'?" if close else ""
 
 
 def parse_params(raw: object) -> Params:

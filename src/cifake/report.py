@@ -37,6 +37,19 @@ def corruption_rows(scores: dict) -> list[dict]:
     return rows + [{"condition": name, "accuracy": acc} for name, acc in scores["corruptions"]["accuracy"].items()]
 
 
+def headline(out: dict) -> dict:
+    """The few figures that matter, for ``metrics/summary.json`` (``dvc metrics show metrics/summary.json``)."""
+    summary = {"competition_score": round(out["competition_score"], 4),
+               "test_dataset_2_accuracy": round(out["test_dataset_2"]["accuracy"], 4)}
+    for model in ("clean_model", "robust_model"):
+        s = out[model]
+        row = {"accuracy": s["clean"]["accuracy"], "f1": s["clean"]["f1"]}
+        row.update({k: v["accuracy"] for k, v in s.items() if k.startswith("pgd_eps")})
+        row.update(corruption_mean=s["corruptions"]["mean"], corruption_worst=s["corruptions"]["worst"])
+        summary[model.removesuffix("_model")] = {k: round(v, 4) for k, v in row.items()}
+    return summary
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     """Lossless PNG of one uint8 image."""
     buf = io.BytesIO()

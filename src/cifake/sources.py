@@ -93,51 +93,59 @@ def extract_archive(archive: str | Path, out_dir: str | Path) -> dict:
         raise DataError(f"{archive}: not a readable zip archive ({exc})") from None
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
-        names = Counter(i.filename for i in infos)
-        dupes = [n for n, c in names.items() if c > 1]
-        if dupes:
-            raise DataError(f"archive refused: duplicate entry names, e.g. {dupes[:3]}")
-        total = 0
-        for info in infos:
-            _check_entry_name(info.filename)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise DataError(f"archive refused: entry {info.filename!r} is a symbolic link")
-            total += info.file_size
-            if info.file_size > MAX_ENTRY_BYTES:
-                raise DataError(f"archive refused: entry {info.filename!r} unpacks to {info.file_size:,} bytes")
-            if info.file_size > 1024 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-                raise DataError(f"archive refused: entry {info.filename!r} has an absurd compression ratio")
-        if total > MAX_ARCHIVE_BYTES:
-            raise DataError(f"archive refused: unpacks to {total:,} bytes (limit {MAX_ARCHIVE_BYTES:,})")
-
+        _check_entries(infos)
         prefix = _archive_prefix([PurePosixPath(i.filename) for i in infos], archive)
         tmp = fresh_partial_dir(out_dir)
-        counts: Counter = Counter()
-        skipped = []
-        with progress("extract", total=len(infos), unit="file") as bar:
-            for info in infos:
-                bar.update()
-                rel = PurePosixPath(info.filename).relative_to(prefix) if prefix.parts else PurePosixPath(info.filename)
-                parts = rel.parts
-                if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES:
-                    skipped.append(info.filename)
-                    continue
-                if PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
-                    skipped.append(info.filename)
-                    continue
-                target = (tmp / rel).resolve()
-                if not target.is_relative_to(tmp.resolve()):
-                    raise DataError(f"archive refused: entry {info.filename!r} would escape the target folder")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                counts[f"{parts[0]}/{parts[1]}"] += 1
+        counts, skipped = _extract_images(zf, infos, prefix, tmp)
     for name in skipped[:20]:
         log.warning("archive entry skipped (not an image in train|test/REAL|FAKE): %s", name)
     if len(skipped) > 20:
         log.warning("... and %d more skipped entries", len(skipped) - 20)
     replace_dir(tmp, out_dir)
     return {"files": dict(sorted(counts.items())), "skipped_entries": len(skipped)}
+
+
+def _check_entries(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse the archive for duplicate names, unsafe paths, links and zip-bomb sizes."""
+    names = Counter(i.filename for i in infos)
+    dupes = [n for n, c in names.items() if c > 1]
+    if dupes:
+        raise DataError(f"archive refused: duplicate entry names, e.g. {dupes[:3]}")
+    total = 0
+    for info in infos:
+        _check_entry_name(info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DataError(f"archive refused: entry {info.filename!r} is a symbolic link")
+        total += info.file_size
+        if info.file_size > MAX_ENTRY_BYTES:
+            raise DataError(f"archive refused: entry {info.filename!r} unpacks to {info.file_size:,} bytes")
+        if info.file_size > 1024 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise DataError(f"archive refused: entry {info.filename!r} has an absurd compression ratio")
+    if total > MAX_ARCHIVE_BYTES:
+        raise DataError(f"archive refused: unpacks to {total:,} bytes (limit {MAX_ARCHIVE_BYTES:,})")
+
+
+def _extract_images(zf: zipfile.ZipFile, infos, prefix: PurePosixPath, tmp: Path) -> tuple[Counter, list[str]]:
+    """Write the image entries under ``train|test/REAL|FAKE`` into ``tmp``; return counts and skipped names."""
+    counts: Counter = Counter()
+    skipped = []
+    with progress("extract", total=len(infos), unit="file") as bar:
+        for info in infos:
+            bar.update()
+            rel = PurePosixPath(info.filename).relative_to(prefix) if prefix.parts else PurePosixPath(info.filename)
+            parts = rel.parts
+            if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES \
+                    or PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(info.filename)
+                continue
+            target = (tmp / rel).resolve()
+            if not target.is_relative_to(tmp.resolve()):
+                raise DataError(f"archive refused: entry {info.filename!r} would escape the target folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            counts[f"{parts[0]}/{parts[1]}"] += 1
+    return counts, skipped
 
 
 def _archive_prefix(paths: list[PurePosixPath], archive: Path) -> PurePosixPath:

@@ -23,6 +23,7 @@ from cifake.errors import CifakeError
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 class TrackingError(CifakeError, RuntimeError):
@@ -71,26 +72,29 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 def stage_run(stage: str, experiment: str, params: dict, dataset: dict) -> Iterator:
     """Start an MLflow run for one pipeline stage, with params and tags set.
 
-    ``params`` is a (nested) dict of the stage's settings; ``dataset`` holds at
-    least ``source`` and ``dataset_sha256`` (from the preprocess stage).
+    ``params`` is a (nested) dict of the stage's settings; ``dataset`` is what the
+    preprocess stage recorded (``data/processed/meta.json``): at least ``dataset``
+    (the source: sample, archive, ...) and ``dataset_sha256``.
     """
     import mlflow
 
     check_tracking_server()
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    # MLflow 3 opens an experiment without this tag on its GenAI overview; this one holds training runs
+    mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")
     commit = git_commit()
     tags = {
         "stage": stage,
         "git_commit": commit,
-        "dataset.source": dataset.get("source", "unknown"),
+        "dataset.source": dataset.get("dataset", "unknown"),
         "dataset.sha256": dataset.get("dataset_sha256", "unknown"),
     }
     experiment_name = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`
     if experiment_name:
         tags["dvc_experiment"] = experiment_name
     # e.g. "train-archive-sworn-bump" under `dvc exp run`, "train-sample-1cb9ad6" under `dvc repro`
-    name = f"{stage}-{dataset.get('source', 'data')}-{experiment_name or commit[:7]}"
+    name = f"{stage}-{dataset.get('dataset', 'data')}-{experiment_name or commit[:7]}"
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
         yield run
