@@ -132,7 +132,8 @@ def test_plots_render_offline(project):
     run_ok([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], dest, env)
     page = (dest / "plots_html" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
-    for title in ("Training accuracy per epoch", "Accuracy under attack against epsilon", "Test_dataset_2"):
+    for title in ("Clean training (train), accuracy per epoch", "Adversarial training (fgsm_finetune)",
+                  "Accuracy under attack against epsilon", "Accuracy under everyday changes", "Test_dataset_2"):
         assert title in page
 
 

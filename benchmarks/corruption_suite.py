@@ -1,0 +1,51 @@
+"""Accuracy of saved models under the everyday-change suite of params.yaml, on a seeded random test subset.
+
+    python benchmarks/corruption_suite.py --data data/processed --images 2000 \
+        models/pretrained/cifake-robust.keras models/pretrained/cifake-clean.keras
+
+Uses the same functions as the `evaluate` stage (cifake.evaluation.corruption_scores); prints one
+JSON object per model with each condition's accuracy and its 95 % Wilson interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from cifake.config import load_params
+    from cifake.dataset import Split
+    from cifake.evaluation import corruption_scores
+    from cifake.metrics import accuracy_interval
+    from cifake.model import load_model, predict_proba
+
+    test = Split.load(args.data / "test.npz")
+    test = test.take(np.sort(np.random.default_rng(args.seed).permutation(len(test.y))[: args.images]))
+    suite = {name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()}
+    n = len(test.y)
+    for path in args.models:
+        model = load_model(path)
+        clean = float(np.mean((predict_proba(model, test.x) >= 0.5) == test.y))
+        scores = corruption_scores(model, test.x, test.y, suite, args.seed)
+        ci = {k: [round(v, 4) for v in accuracy_interval(round(a * n), n)] for k, a in scores["accuracy"].items()}
+        print(json.dumps({"model": str(path), "images": n, "clean": clean, **scores, "ci95": ci}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
