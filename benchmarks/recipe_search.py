@@ -103,6 +103,27 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     return out
 
 
+def table(lines: list[dict]) -> str:
+    """The results as a markdown table (figures in %), best PGD-10 at 4/255 first."""
+    head = ("| recipe | params | CPU min (clean + adv) | clean model | robust: clean | PGD-10 2/255 | PGD-10 4/255 "
+            "| FGSM 4/255 | everyday mean / worst (robust) | PGD-4 points per CPU-min |\n|" + "---|" * 10)
+    rows = []
+    for r in sorted(lines, key=lambda r: -r["robust_model"]["attacks"]["pgd_eps4"]["accuracy"]):
+        rob, attacks = r["robust_model"], r["robust_model"]["attacks"]
+        cpu = sum(r["cpu_seconds"].values()) / 60
+        # runs before the clone fix trained a float32 clean model in place: its figures were the robust one's
+        clean = f"{100 * r['clean_model']['clean_accuracy']:.1f}" if r.get("clean_model_valid", True) else "n/a"
+        rows.append(
+            f"| {r['recipe']} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} ({r['cpu_seconds']['clean'] / 60:.0f} + "
+            f"{r['cpu_seconds']['adversarial'] / 60:.0f}) | {clean} | {100 * rob['clean_accuracy']:.1f} | "
+            f"{100 * attacks['pgd_eps2']['accuracy']:.1f} | {100 * attacks['pgd_eps4']['accuracy']:.1f} | "
+            f"{100 * attacks['fgsm_eps4']['accuracy']:.1f} | {100 * rob['corruptions']['mean']:.1f} / "
+            f"{100 * rob['corruptions']['worst']:.1f} ({rob['corruptions']['worst_condition']}) | "
+            f"{100 * attacks['pgd_eps4']['accuracy'] / cpu:.2f} |"
+        )
+    return "\n".join([head, *rows])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
@@ -112,14 +133,17 @@ def main() -> int:
     ap.add_argument("--attack-images", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="one epoch of each phase (checks the script, not recipes)")
+    ap.add_argument("--table", action="store_true", help="print the results in --out as a markdown table and stop")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "recipe_search.jsonl")
     args = ap.parse_args()
 
     from cifake.dataset import Split
 
-    done = set()
-    if args.out.is_file():
-        done = {json.loads(line)["recipe"] for line in args.out.read_text().splitlines() if line.strip()}
+    lines = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.is_file() else []
+    if args.table:
+        print(table(lines))
+        return 0
+    done = {r["recipe"] for r in lines}
     test = subset(Split.load(args.data / "test.npz"), args.test_images, args.seed)
     data = {"train": subset(Split.load(args.data / "train.npz"), args.train_images, args.seed),
             "val": subset(Split.load(args.data / "val.npz"), 2000, args.seed),
