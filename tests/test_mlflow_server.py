@@ -152,6 +152,11 @@ def test_mlflow_ui_shows_runs_metric_charts_and_versions(server, tracked, tmp_pa
     experiment = train["experiment_id"]
 
     names = [run["name"] for run in info["runs"].values()]
+    # MLflow 3.17 opens experiments by the sidebar's workflow switch (default GenAI, then remembered):
+    # the README's link selects "Model training", where the experiment opens on its training runs
+    landing = _browse(f"{uri}/#/experiments/{experiment}?workflowType=machine_learning", tmp_path / "p0", names,
+                      shot("experiment"))
+    assert all(name in landing for name in names) and "matching runs" in landing, landing[:2000]
     runs_page = _browse(f"{uri}/#/experiments/{experiment}/runs", tmp_path / "p1", names)
     for name in names:
         assert name in runs_page
