@@ -113,6 +113,7 @@ def table(lines: list[dict]) -> str:
         cpu = sum(r["cpu_seconds"].values()) / 60
         # runs before the clone fix trained a float32 clean model in place: its figures were the robust one's
         clean = f"{100 * r['clean_model']['clean_accuracy']:.1f}" if r.get("clean_model_valid", True) else "n/a"
+        clean = clean if r["settings"]["clean_epochs"] else "none (0 epochs)"
         rows.append(
             f"| {r['recipe']} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} ({r['cpu_seconds']['clean'] / 60:.0f} + "
             f"{r['cpu_seconds']['adversarial'] / 60:.0f}) | {clean} | {100 * rob['clean_accuracy']:.1f} | "
