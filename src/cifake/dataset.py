@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifake.fileio import atomic_path, fresh_partial_dir, replace_dir, write_csv
+from cifake.fileio import atomic_path, fresh_partial_dir, replace_dir, sha256_file, write_csv
 from cifake.images import CLASSES, IMAGE_SIZE, LABEL_NAMES, LABEL_OF_CLASS, ImageError, decode_image
 from cifake.progress import progress
 from cifake.sources import DataError, find_layout_root, list_raw
@@ -151,7 +151,7 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, test_dir: str | Path, *
         "train": int(len(idx_train)),
         "val": int(len(idx_val)),
         "test": int(len(test.y)),
-        "dataset_sha256": _sha256_files(out_dir / n for n in ("train.npz", "val.npz", "test.npz")),
+        "dataset_sha256": sha256_file(*(out_dir / n for n in ("train.npz", "val.npz", "test.npz"))),
         **duplicate_report(records),
     }
 
@@ -178,13 +178,6 @@ def load_test_folder(folder: str | Path) -> Split:
     x = np.stack([load_image(folder / r["Image Name"]) for r in rows])
     y = np.array([LABEL_NAMES.index(r["Label"]) for r in rows], dtype=np.uint8)
     return Split(x, y, np.array([r["Image Name"] for r in rows], dtype=np.str_))
-
-
-def _sha256_files(paths) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
 
 
 def labels_path(folder: str | Path) -> Path:

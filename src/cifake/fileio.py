@@ -74,11 +74,13 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_file(*paths: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (of several files' bytes one after the other, if given several)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 

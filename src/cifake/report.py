@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cifake.evaluation import eps_key
 from cifake.fileio import atomic_path
 from cifake.images import LABEL_NAMES
 
@@ -19,8 +20,6 @@ def confusion_rows(y_true, p_fake, threshold: float = 0.5) -> list[dict]:
 
 def robustness_rows(scores: dict[str, dict], epsilons) -> list[dict]:
     """One row per epsilon: ``<model>_<attack>`` accuracy columns, for the robustness plot."""
-    from cifake.evaluation import eps_key
-
     rows = []
     for eps in epsilons:
         row = {"epsilon": eps, "epsilon_255": round(eps * 255, 2)}
