@@ -10,11 +10,10 @@ from cifake.model import ModelLoadError, build_model, load_model, logit_model, s
 pytestmark = pytest.mark.model
 
 
-@pytest.mark.parametrize("architecture", ["seed_cnn", "resnet"])
-def test_architectures_keep_the_contract(architecture, tmp_path):
-    model = build_model(
-        ModelParams(architecture=architecture, widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.1)
-    )
+@pytest.mark.parametrize(("architecture", "stem_stride"), [("seed_cnn", 1), ("resnet", 1), ("resnet", 2), ("vgg", 1)])
+def test_architectures_keep_the_contract(architecture, stem_stride, tmp_path):
+    model = build_model(ModelParams(architecture=architecture, widths=(4, 8), blocks_per_stage=1, dense_units=8,
+                                    dropout=0.1, stem_stride=stem_stride))
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     p = np.asarray(model(x, training=False))
     assert p.shape == (5, 1) and np.all((p >= 0) & (p <= 1))
@@ -64,3 +63,12 @@ def test_failed_save_leaves_no_file(tmp_path, tiny_model, monkeypatch):
         save_model(tiny_model, target)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+def test_a_stride_2_stem_halves_the_first_feature_map():
+    shapes = {}
+    for stride in (1, 2):
+        model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8,
+                                        dropout=0.0, stem_stride=stride))
+        shapes[stride] = tuple(model.get_layer("stem_conv").output.shape[1:3])
+    assert shapes == {1: (32, 32), 2: (16, 16)}
