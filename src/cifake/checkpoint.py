@@ -112,8 +112,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         log.info("checkpoint after epoch %d saved in %s", epoch + 1, self.directory)
 
     def clear(self) -> None:
-        """Remove every checkpoint (after the stage has written its outputs)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Remove every checkpoint of this run."""
+        remove_checkpoints(self.directory)
+
+
+def remove_checkpoints(directory: str | Path) -> None:
+    """Delete a stage's checkpoints (once it has written its outputs, or when they are stale)."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _plain(value):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import keras
 
 from cifake import tracking
+from cifake.checkpoint import remove_checkpoints
 from cifake.dataset import Split, describe_dataset
 from cifake.fileio import sha256_file, write_json, write_rows
 from cifake.model import save_model
@@ -93,7 +93,7 @@ def train_and_register(
             tags={"stage": stage, "model_sha256": sha256_file(files.model)},
         )
         print(f"{stage}: saved {files.model}; registered {registered_model} v{version}")
-    shutil.rmtree(files.checkpoints, ignore_errors=True)  # outputs are written: the checkpoint has served
+    remove_checkpoints(files.checkpoints)  # outputs are written: the checkpoint has served
     return metrics
 
 
