@@ -5,6 +5,8 @@
 
 Uses the same functions as the `evaluate` stage (cifake.evaluation.corruption_scores); prints one
 JSON object per model with each condition's accuracy and its 95 % Wilson interval.
+``--condition NAME=KIND:VALUE`` (repeatable) replaces the suite, e.g. to try settings the models were
+never scored on: ``--condition blur_1.5=blur:1.5 --condition jpeg_q30=jpeg:30``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
+                    help="a change to score instead of params.yaml's suite (repeatable)")
     args = ap.parse_args()
 
     import numpy as np
@@ -37,6 +41,12 @@ def main() -> int:
     test = Split.load(args.data / "test.npz")
     test = test.take(np.sort(np.random.default_rng(args.seed).permutation(len(test.y))[: args.images]))
     suite = {name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()}
+    if args.condition:
+        suite = {}
+        for item in args.condition:
+            name, _, spec = item.partition("=")
+            kind, _, value = spec.partition(":")
+            suite[name] = (kind, float(value))
     n = len(test.y)
     for path in args.models:
         model = load_model(path)
