@@ -46,7 +46,10 @@ def main() -> int:
         for item in args.condition:
             name, _, spec = item.partition("=")
             kind, _, value = spec.partition(":")
-            suite[name] = (kind, float(value))
+            try:
+                suite[name] = (kind, float(value))
+            except ValueError:
+                ap.error(f"--condition {item!r}: expected NAME=KIND:VALUE, e.g. blur_1.5=blur:1.5")
     n = len(test.y)
     for path in args.models:
         model = load_model(path)
