@@ -32,7 +32,10 @@ BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stag
               "dropout": 0.2, "stem_stride": 1}
 STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
 BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
-        "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3}
+        "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
+        "ema": 0.0}
+FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
+       "label_smoothing": 0.1}
 
 RECIPES = {
     "A_base": {},
@@ -49,6 +52,8 @@ RECIPES = {
     "I_stem2_adv_only": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_epochs": 0,
                          "adv_epochs": 10, "adv_lr": 2.0e-3},
     "J_stem2_f32_everyday": {"model": STEM2, "everyday": 0.5},
+    "K_stem2_fgh": FGH,
+    "L_stem2_fgh_ema": {**FGH, "ema": 0.99},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
@@ -78,7 +83,7 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     r = {**BASE, **recipe}
     set_determinism(seed)
     common = dict(batch_size=128, weight_decay=5.0e-4, patience=100, augment=True, seed=seed,
-                  precision=r["precision"], everyday=r["everyday"], label_smoothing=r["label_smoothing"])
+                  precision=r["precision"], everyday=r["everyday"], label_smoothing=r["label_smoothing"], ema=r["ema"])
     model = build_model(ModelParams(**r["model"]))
     out = {"recipe": name, "settings": r, "parameters": int(model.count_params())}
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -130,3 +130,63 @@ def test_registry_summary_names_every_figure():
     for part in ("2,000 images", "0.9000", "[95% CI 0.8800-0.9200]", "PGD-20", "2/255 0.8000", "4/255 0.7000",
                  "mean 0.8500, worst 0.6000 (blur_1.0)", "Test_dataset_2 (pgd-10): accuracy 0.7500"):
         assert part in text
+
+
+class _StepWeights(keras.callbacks.Callback):
+    """Records the training weights after every step (EMAWeights swaps only between epochs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy().copy() for v in self.model.trainable_variables])
+
+
+def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
+    import cifake.training as training
+
+    set_determinism(0)
+    recorder, original = _StepWeights(), training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a: ([*original(*a)[0], recorder], None))
+    result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1, ema=0.9))
+    expected = recorder.steps[0]
+    for step in recorder.steps[1:]:
+        expected = [0.9 * a + 0.1 * w for a, w in zip(expected, step)]
+    got = result.model.trainable_variables
+    assert len(recorder.steps) == 2 and len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert np.allclose(g.numpy(), e, atol=1e-6)
+    assert not all(np.allclose(g.numpy(), last) for g, last in zip(got, recorder.steps[-1]))  # not the raw weights
+
+
+def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
+    """Killed after epoch 1 and resumed, an EMA run ends where an uninterrupted one does."""
+    import cifake.training as training
+
+    class Killed(Exception):
+        pass
+
+    class Improving(keras.callbacks.Callback):  # the last epoch is the best: its weights are returned
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] = float(epoch)
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise Killed
+
+    def run(kill=False, **kw):
+        set_determinism(0)
+        with monkeypatch.context() as patch:
+            patch.setattr(training, "_callbacks", lambda *a: (lambda cbs, ckpt: (
+                [Improving(), *cbs, *([KillAfterFirstEpoch()] if kill else [])], ckpt))(*original(*a)))
+            return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, ema=0.5), **kw)
+
+    original = training._callbacks
+    whole = run().model.get_weights()
+    with pytest.raises(Killed):
+        run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
+    resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
+    assert resumed.resumed_at_epoch == 1
+    for a, b in zip(resumed.model.get_weights(), whole):
+        assert np.allclose(a, b, atol=1e-5)

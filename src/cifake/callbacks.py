@@ -1,4 +1,4 @@
-"""Keras callbacks of the training loop: PGD validation and the per-epoch log line.
+"""Keras callbacks of the training loop: weight averaging, PGD validation and the per-epoch log line.
 
 (The resumable checkpoint is :mod:`cifake.checkpoint`; early stopping is Keras' own.)
 """
@@ -17,6 +17,25 @@ from cifake.attacks import Attacker, attack_images
 from cifake.dataset import Split
 from cifake.model import predict_proba
 from cifake.progress import progress
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """Judge, keep and save the optimizer's moving average of the weights (``use_ema=True``).
+
+    Keras' ``SwapEMAWeights(swap_on_epoch=True)``: the averaged weights are in the
+    model from the end of each epoch (validation, PGD validation, early stopping,
+    the checkpoint and the returned model see them) to the start of the next,
+    when the training weights come back. List it first. A checkpoint is therefore
+    saved with the average in the model: after restoring one, call :meth:`resumed`
+    so that the training weights are swapped back before the next epoch.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def resumed(self) -> None:
+        """The model holds the averaged weights (restored from a checkpoint)."""
+        self._ema_weights_in_model = True
 
 
 class PGDValidation(keras.callbacks.Callback):

@@ -77,6 +77,11 @@ class TrainParams(_Section):
         "brightness, contrast, noise)",
     )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
+    ema: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="momentum of an exponential moving average of the weights, which is validated and "
+        "kept (0: off; e.g. 0.999 averages over about 1 000 steps)",
+    )
     precision: Literal["float32", "mixed_bfloat16"] = Field(
         default="float32", description="compute precision of training; saved models are always float32"
     )

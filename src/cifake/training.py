@@ -5,7 +5,8 @@ with :class:`Adversarial` settings, replaces a share of every batch by
 random-start FGSM examples made against the current weights (Wong et al.,
 2020: a random start in the eps-ball, then one step of 1.25 eps), with an
 optional linear eps warm-up. Early stopping, the per-epoch MLflow log, the
-progress line, PGD validation and the resumable checkpoint are callbacks.
+progress line, PGD validation, the resumable checkpoint and (optionally) an
+exponential moving average of the weights are callbacks.
 
 For adversarial training early stopping watches PGD accuracy on a fixed
 validation subset, since FGSM training can overfit to FGSM while PGD
@@ -26,7 +27,7 @@ import tensorflow as tf
 
 from cifake.attacks import fgsm, logit_fn
 from cifake.batches import TrainingBatches
-from cifake.callbacks import EpochLog, PGDValidation
+from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
 from cifake.model import with_precision
@@ -97,6 +98,7 @@ class FitConfig:
     precision: str = "float32"
     everyday: float = 0.0
     label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
 
 
 @dataclass
@@ -208,14 +210,15 @@ def _optimizer(config: FitConfig, steps_per_epoch: int) -> keras.optimizers.Opti
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
     )
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema > 0 else {}
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay, **ema)
 
 
 def _callbacks(config: FitConfig, val: Split, images: int, checkpoint_dir, fingerprint, on_epoch):
     early = keras.callbacks.EarlyStopping(
         monitor=monitored_metric(config), mode="max", patience=config.patience, restore_best_weights=True
     )
-    callbacks = []
+    callbacks = [EMAWeights()] if config.ema > 0 else []  # first: every later callback sees the average
     if config.adversarial is not None:
         callbacks.append(PGDValidation(val, config.adversarial, config.seed))
     callbacks += [EpochLog(config.epochs, images, config.batch_size, on_epoch), early]
@@ -261,6 +264,9 @@ def fit(
     start = resumed.epoch if resumed else 0
     if resumed:
         log.info("resuming from the checkpoint after epoch %d of %d", start, config.epochs)
+        for callback in callbacks:
+            if isinstance(callback, EMAWeights):
+                callback.resumed()
     done = trainer.fit(
         batches.dataset(first_epoch=start), steps_per_epoch=batches.steps_per_epoch,
         validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)), validation_batch_size=256,
