@@ -34,6 +34,19 @@ def _config(**kw):
     return FitConfig(**{**base, **kw})
 
 
+def _add_callbacks(patch, before=(), after=()):
+    """Make ``fit`` run ``[*before, *its own callbacks, *after]`` (to spy on it or force a metric)."""
+    import cifake.training as training
+
+    original = training._callbacks
+
+    def patched(*args):
+        callbacks, checkpoint = original(*args)
+        return [*before, *callbacks, *after], checkpoint
+
+    patch.setattr(training, "_callbacks", patched)
+
+
 def test_bf16_training_gives_a_float32_model_that_keeps_the_contract(tmp_path):
     set_determinism(0)
     result = fit(build_model(PARAMS), _split(128, 0), _split(64, 1), _config(precision="mixed_bfloat16"))
@@ -70,10 +83,7 @@ def test_early_stopping_keeps_the_best_epoch(monkeypatch):
             logs["val_accuracy"] = peak[epoch + 1]
             snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
 
-    import cifake.training as training
-
-    original = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a: ([Spy(), *original(*a)[0]], None))
+    _add_callbacks(monkeypatch, before=[Spy()])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=4, patience=2))
     assert len(result.history) == 4  # epoch 2 best, 3 and 4 worse: patience 2 stops after epoch 4
     for got, best in zip(result.model.get_weights(), snapshots[2]):
@@ -144,11 +154,9 @@ class _StepWeights(keras.callbacks.Callback):
 
 
 def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
-    import cifake.training as training
-
     set_determinism(0)
-    recorder, original = _StepWeights(), training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a: ([*original(*a)[0], recorder], None))
+    recorder = _StepWeights()
+    _add_callbacks(monkeypatch, after=[recorder])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1, ema=0.9))
     expected = recorder.steps[0]
     for step in recorder.steps[1:]:
@@ -162,7 +170,6 @@ def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
 
 def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
     """Killed after epoch 1 and resumed, an EMA run ends where an uninterrupted one does."""
-    import cifake.training as training
 
     class Killed(Exception):
         pass
@@ -178,11 +185,9 @@ def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
     def run(kill=False, **kw):
         set_determinism(0)
         with monkeypatch.context() as patch:
-            patch.setattr(training, "_callbacks", lambda *a: (lambda cbs, ckpt: (
-                [Improving(), *cbs, *([KillAfterFirstEpoch()] if kill else [])], ckpt))(*original(*a)))
+            _add_callbacks(patch, before=[Improving()], after=[KillAfterFirstEpoch()] if kill else [])
             return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, ema=0.5), **kw)
 
-    original = training._callbacks
     whole = run().model.get_weights()
     with pytest.raises(Killed):
         run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
