@@ -90,6 +90,28 @@ def test_early_stopping_keeps_the_best_epoch(monkeypatch):
         assert np.array_equal(got, best)
 
 
+def test_a_run_killed_after_early_stopping_resumes_without_training(tmp_path, monkeypatch):
+    """Killed after the stopping epoch's checkpoint, before its outputs: resuming trains no further epoch."""
+    set_determinism(0)
+    snapshots, peak = {}, {2: 0.9}
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] = peak.get(epoch + 1, 0.6)
+            snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
+
+    _add_callbacks(monkeypatch, before=[Spy()])
+    run = dict(config=_config(epochs=6, patience=2), checkpoint_dir=tmp_path, fingerprint="f")
+    first = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
+    assert len(first.history) == 4 and (tmp_path / "epoch-0004").is_dir()  # stopped; outputs never written
+    snapshots.clear()
+    again = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
+    assert again.resumed_at_epoch == 4 and snapshots == {}  # no epoch ran
+    assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
+    for got, best in zip(again.model.get_weights(), first.model.get_weights()):
+        assert np.array_equal(got, best)  # the best epoch's weights, as the uninterrupted run returned
+
+
 def test_adversarial_step_attacks_within_the_ramped_epsilon():
     set_determinism(0)
     adv = Adversarial(epsilon=8 / 255, step=10 / 255, random_start=True, clean_fraction=0.5, warmup_epochs=2)

@@ -32,10 +32,12 @@ EARLY_STOPPING_FIELDS = ("wait", "best", "best_epoch", "stopped_epoch")
 
 @dataclass
 class Resumed:
-    """What a checkpoint restored: the next epoch to run (0-based) and the history so far."""
+    """What a checkpoint restored: the next epoch to run (0-based), the history so far,
+    and whether early stopping had already ended the run (nothing is left to train)."""
 
     epoch: int
     history: list[dict]
+    stopped: bool = False
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -78,7 +80,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 es["best_weights"] = [best[f"w{i}"] for i in range(len(best.files))]
         self._pending = es  # applied after EarlyStopping resets itself in on_train_begin
         self.history = state["history"]
-        return Resumed(epoch=state["epoch"], history=list(self.history))
+        stopped = bool(es.get("stopped_epoch"))
+        return Resumed(epoch=state["epoch"], history=list(self.history), stopped=stopped)
 
     def on_train_begin(self, logs=None):
         if self._pending is not None:

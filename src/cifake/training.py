@@ -262,15 +262,16 @@ def fit(
     callbacks, checkpoint = _callbacks(config, val, len(train.y), checkpoint_dir, fingerprint, on_epoch)
     resumed = checkpoint.restore(trainer) if checkpoint else None
     start = resumed.epoch if resumed else 0
+    epochs = start if resumed and resumed.stopped else config.epochs  # stopped early: only restore the best
     if resumed:
-        log.info("resuming from the checkpoint after epoch %d of %d", start, config.epochs)
+        log.info("resuming from the checkpoint after epoch %d of %d", start, epochs)
         for callback in callbacks:
             if isinstance(callback, EMAWeights):
                 callback.resumed()
     done = trainer.fit(
         batches.dataset(first_epoch=start), steps_per_epoch=batches.steps_per_epoch,
         validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)), validation_batch_size=256,
-        epochs=config.epochs, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
+        epochs=epochs, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
     )
     history = (resumed.history if resumed else []) + _rows(done, start)
     final = with_precision(detector, "float32") if config.precision != "float32" else detector
