@@ -47,6 +47,18 @@ def _add_callbacks(patch, before=(), after=()):
     patch.setattr(training, "_callbacks", patched)
 
 
+class _ForcedValAccuracy(keras.callbacks.Callback):
+    """Sets each epoch's ``val_accuracy`` from ``peak`` (1-based; ``otherwise`` for the rest) and keeps the weights."""
+
+    def __init__(self, peak, otherwise=0.6):
+        super().__init__()
+        self.peak, self.otherwise, self.snapshots = peak, otherwise, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.peak.get(epoch + 1, self.otherwise)
+        self.snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
+
+
 def test_bf16_training_gives_a_float32_model_that_keeps_the_contract(tmp_path):
     set_determinism(0)
     result = fit(build_model(PARAMS), _split(128, 0), _split(64, 1), _config(precision="mixed_bfloat16"))
@@ -76,37 +88,25 @@ def test_with_precision_keeps_weights_and_outputs():
 def test_early_stopping_keeps_the_best_epoch(monkeypatch):
     """Validation accuracy is forced to peak at epoch 2: the returned weights must be epoch 2's."""
     set_determinism(0)
-    snapshots, peak = {}, {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.6}
-
-    class Spy(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs["val_accuracy"] = peak[epoch + 1]
-            snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
-
-    _add_callbacks(monkeypatch, before=[Spy()])
+    spy = _ForcedValAccuracy({1: 0.5, 2: 0.9, 3: 0.6, 4: 0.6})
+    _add_callbacks(monkeypatch, before=[spy])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=4, patience=2))
     assert len(result.history) == 4  # epoch 2 best, 3 and 4 worse: patience 2 stops after epoch 4
-    for got, best in zip(result.model.get_weights(), snapshots[2]):
+    for got, best in zip(result.model.get_weights(), spy.snapshots[2]):
         assert np.array_equal(got, best)
 
 
 def test_a_run_killed_after_early_stopping_resumes_without_training(tmp_path, monkeypatch):
     """Killed after the stopping epoch's checkpoint, before its outputs: resuming trains no further epoch."""
     set_determinism(0)
-    snapshots, peak = {}, {2: 0.9}
-
-    class Spy(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs["val_accuracy"] = peak.get(epoch + 1, 0.6)
-            snapshots[epoch + 1] = [w.copy() for w in self.model.detector.get_weights()]
-
-    _add_callbacks(monkeypatch, before=[Spy()])
+    spy = _ForcedValAccuracy({2: 0.9})
+    _add_callbacks(monkeypatch, before=[spy])
     run = dict(config=_config(epochs=6, patience=2), checkpoint_dir=tmp_path, fingerprint="f")
     first = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
     assert len(first.history) == 4 and (tmp_path / "epoch-0004").is_dir()  # stopped; outputs never written
-    snapshots.clear()
+    spy.snapshots.clear()
     again = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
-    assert again.resumed_at_epoch == 4 and snapshots == {}  # no epoch ran
+    assert again.resumed_at_epoch == 4 and spy.snapshots == {}  # no epoch ran
     assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
     for got, best in zip(again.model.get_weights(), first.model.get_weights()):
         assert np.array_equal(got, best)  # the best epoch's weights, as the uninterrupted run returned
