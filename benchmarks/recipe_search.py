@@ -33,7 +33,7 @@ BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stag
 STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
 BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
         "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
-        "ema": 0.0}
+        "ema": 0.0, "epsilon": 4 / 255}
 FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
        "label_smoothing": 0.1}
 
@@ -54,6 +54,8 @@ RECIPES = {
     "J_stem2_f32_everyday": {"model": STEM2, "everyday": 0.5},
     "K_stem2_fgh": FGH,
     "L_stem2_fgh_ema": {**FGH, "ema": 0.99},
+    "M_stem2_fgh_clean0.3": {**FGH, "clean_fraction": 0.3},
+    "N_stem2_fgh_eps5": {**FGH, "epsilon": 5 / 255},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
@@ -92,7 +94,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     cpu1 = time.process_time()
     clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
     clean_model.set_weights(model.get_weights())
-    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=r["clean_fraction"],
+    # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020)
+    adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True, clean_fraction=r["clean_fraction"],
                       warmup_epochs=r["warmup_epochs"], val_subset=500)
     robust = fit(model, data["train"], data["val"],
                  FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], adversarial=adv, **common)).model
