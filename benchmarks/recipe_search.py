@@ -56,6 +56,7 @@ RECIPES = {
     "L_stem2_fgh_ema": {**FGH, "ema": 0.99},
     "M_stem2_fgh_clean0.3": {**FGH, "clean_fraction": 0.3},
     "N_stem2_fgh_eps5": {**FGH, "epsilon": 5 / 255},
+    "O_stem2_fgh_per_image": {**FGH, "model": {**STEM2, "normalization": "per_image"}},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),

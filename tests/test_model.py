@@ -72,3 +72,21 @@ def test_a_stride_2_stem_halves_the_first_feature_map():
                                         dropout=0.0, stem_stride=stride))
         shapes[stride] = tuple(model.get_layer("stem_conv").output.shape[1:3])
     assert shapes == {1: (32, 32), 2: (16, 16)}
+
+
+def test_per_image_normalization_makes_the_network_blind_to_brightness_and_contrast(tmp_path):
+    x = np.random.default_rng(0).uniform(60, 200, (4, 32, 32, 3)).astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    changed = mean + 0.6 * (x - mean) + 20  # contrast x 0.6, brightness +20; stays inside [0, 255]
+    outputs = {}
+    for normalization in ("scale", "per_image"):
+        keras.utils.set_random_seed(0)
+        model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8,
+                                        dropout=0.0, normalization=normalization))
+        outputs[normalization] = [np.asarray(logit_model(model)(v, training=False)) for v in (x, changed)]
+    np.testing.assert_allclose(*outputs["per_image"], rtol=5e-3, atol=5e-3)  # the layer's epsilon: not exact
+    assert np.abs(outputs["scale"][0] - outputs["scale"][1]).max() > 1e-2  # without it, the change is seen
+    path = tmp_path / "m.keras"
+    save_model(model, path)
+    np.testing.assert_allclose(np.asarray(logit_model(load_model(path))(x, training=False)), outputs["per_image"][0],
+                               rtol=1e-5, atol=1e-5)

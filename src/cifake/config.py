@@ -53,6 +53,11 @@ class ModelParams(_Section):
     widths: tuple[int, ...] = Field(min_length=1)
     blocks_per_stage: int = Field(ge=1)
     stem_stride: Literal[1, 2] = Field(default=1, description="resnet only: 2 halves the resolution at the stem")
+    normalization: Literal["scale", "per_image"] = Field(
+        default="scale",
+        description="scale: pixels / 255; per_image: then each image to mean 0 and standard deviation 1 over "
+        "its pixels, which makes the network blind to global brightness and contrast",
+    )
     dense_units: int = Field(ge=1)
     dropout: float = Field(ge=0.0, lt=1.0)
 

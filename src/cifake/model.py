@@ -1,10 +1,11 @@
 """The detector networks, and saving/loading them safely.
 
 Every model takes float pixels in [0, 255], shape ``(N, 32, 32, 3)``, rescales
-inside (a ``Rescaling`` layer) and outputs P(Fake) from a sigmoid. The layer
-before the sigmoid is named ``logits`` so that training and attacks can use
-numerically stable losses; only built-in Keras layers are used, so a saved model
-loads with ``safe_mode=True`` and no custom objects.
+inside (a ``Rescaling`` layer, optionally followed by per-image standardisation)
+and outputs P(Fake) from a sigmoid. The layer before the sigmoid is named
+``logits`` so that training and attacks can use numerically stable losses;
+only built-in Keras layers are used, so a saved model loads with
+``safe_mode=True`` and no custom objects.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def build_model(params: ModelParams) -> keras.Model:
     """Build the architecture named by ``params.architecture`` (float32)."""
     inputs = keras.Input(INPUT_SHAPE, name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if params.normalization == "per_image":  # (x - mean) / sqrt(variance + 1e-4); 1e-4 caps the gain
+        # on near-flat images (std under 2.5 grey levels), where tiny pixel changes would be magnified
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-4, name="per_image")(x)
     body = {"seed_cnn": _seed_cnn, "resnet": _resnet, "vgg": _vgg}[params.architecture]
     x = body(x, params)
     logits = layers.Dense(1, name=LOGITS_LAYER, dtype="float32")(x)
