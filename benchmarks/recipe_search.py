@@ -96,8 +96,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
     clean_model.set_weights(model.get_weights())
     # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020)
-    adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True, clean_fraction=r["clean_fraction"],
-                      warmup_epochs=r["warmup_epochs"], val_subset=500)
+    adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True,
+                      clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500)
     robust = fit(model, data["train"], data["val"],
                  FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], adversarial=adv, **common)).model
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
