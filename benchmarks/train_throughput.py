@@ -1,6 +1,7 @@
 """Training and attack throughput for each architecture: clean and adversarial images/s, FGSM and PGD images/s.
 
-    python benchmarks/train_throughput.py [--images 4096] [--arch NAME ...] [-o benchmarks/train_throughput.json]
+    python benchmarks/train_throughput.py [--images 4096] [--arch NAME ...] [--precision mixed_bfloat16] \
+        [-o benchmarks/train_throughput.json]
 
 Uses the project's own `fit` and `Attacker` (the code the pipeline runs) with the batch size,
 random-start FGSM settings and PGD steps of params.yaml, on the preprocessed training images in
@@ -24,6 +25,11 @@ ARCHITECTURES = {  # name -> model section; the first two are the choices params
     "seed_cnn 32-64": dict(architecture="seed_cnn", widths=(32, 64), blocks_per_stage=1, dense_units=64, dropout=0.2),
     "resnet 16-32-64": dict(architecture="resnet", widths=(16, 32, 64), blocks_per_stage=2, dense_units=64, dropout=0.2),
     "resnet 32-64-128": dict(architecture="resnet", widths=(32, 64, 128), blocks_per_stage=2, dense_units=64, dropout=0.2),
+    # the full runs' stride-2-stem network (1.23 M params) and the same with two blocks per stage; only with --arch
+    "resnet stem2 64-128-256 x1": dict(architecture="resnet", widths=(64, 128, 256), blocks_per_stage=1,
+                                       stem_stride=2, dense_units=64, dropout=0.1),
+    "resnet stem2 64-128-256 x2": dict(architecture="resnet", widths=(64, 128, 256), blocks_per_stage=2,
+                                       stem_stride=2, dense_units=64, dropout=0.1),
     # ResNet-18's widths and depth (11.2 M params), the size of the published references; only with --arch
     "resnet 64-128-256-512": dict(architecture="resnet", widths=(64, 128, 256, 512), blocks_per_stage=2,
                                   dense_units=64, dropout=0.2),
@@ -60,6 +66,8 @@ def main() -> None:
     parser.add_argument("--attack-images", type=int, default=512)
     parser.add_argument("--arch", action="append", choices=list(ARCHITECTURES),
                         help=f"architectures to measure (repeatable; default: {', '.join(DEFAULT_ARCHITECTURES)})")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="training precision (attacks in the saved float32 model, as evaluate runs them)")
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/train_throughput.json"))
     args = parser.parse_args()
 
@@ -77,8 +85,10 @@ def main() -> None:
         row = {"parameters": int(model.count_params())}
         for mode, adv in (("clean", None), ("adversarial", adversarial)):
             config = FitConfig(epochs=2, batch_size=params.train.batch_size, learning_rate=1e-3, weight_decay=0.0,
-                               patience=10, augment=True, seed=params.seed, adversarial=adv)
-            history = fit(model, train, val, config).history
+                               patience=10, augment=True, seed=params.seed, adversarial=adv,
+                               precision=args.precision)
+            result = fit(model, train, val, config)
+            model, history = result.model, result.history
             row[f"train_{mode}_images_per_s"] = round(history[-1]["images_per_second"], 1)
         attacker = Attacker(model)
         x, y = train.x[: args.attack_images], train.y[: args.attack_images]
@@ -98,6 +108,7 @@ def main() -> None:
                    f"TensorFlow {tf.__version__}",
         "images": source,
         "batch_size": params.train.batch_size,
+        "precision": args.precision,
         "adversarial": f"random-start FGSM eps={ft.epsilon:.4f} step={ft.step:.4f}, "
                        f"{1 - ft.clean_fraction:.0%} of each batch attacked",
         "architectures": results,
