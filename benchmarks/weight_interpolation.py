@@ -39,22 +39,25 @@ def main() -> int:
 
     from cifake.attacks import Attacker, attack_images
     from cifake.dataset import Split
+    from cifake.evaluation import eps_key
+    from cifake.metrics import classification_metrics
     from cifake.model import load_model, predict_proba
 
     val = Split.load(args.data / "val.npz")
     pick = np.sort(np.random.default_rng(args.seed).choice(len(val.y), min(args.attack_images, len(val.y)), replace=False))
-    robust, clean = load_model(args.robust).get_weights(), load_model(args.clean).get_weights()
+    model = load_model(args.robust)  # interpolated in place; the attacker follows its weights
+    robust, clean = model.get_weights(), load_model(args.clean).get_weights()
     if [w.shape for w in robust] != [w.shape for w in clean]:
         ap.error("the two models do not share an architecture")
-    model = load_model(args.robust)
+    attacker = Attacker(model)
     for alpha in (float(a) for a in args.alphas.split(",")):
         start = time.perf_counter()
         model.set_weights([(1 - alpha) * r + alpha * c for r, c in zip(robust, clean)])
-        clean_acc = np.mean((predict_proba(model, val.x) >= 0.5) == val.y)
-        adv = attack_images(Attacker(model), val.x[pick], val.y[pick], method="pgd", eps=args.epsilon, steps=10)
-        pgd_acc = np.mean((predict_proba(model, adv) >= 0.5) == val.y[pick])
+        clean_acc = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
+        adv = attack_images(attacker, val.x[pick], val.y[pick], method="pgd", eps=args.epsilon, steps=10)
+        pgd_acc = classification_metrics(val.y[pick], predict_proba(model, adv))["accuracy"]
         row = {"tag": args.tag, "alpha_clean": alpha, "val_clean": round(float(clean_acc), 4),
-               "val_images": len(val.y), f"val_pgd10_eps{args.epsilon * 255:g}": round(float(pgd_acc), 4),
+               "val_images": len(val.y), eps_key("val_pgd10", args.epsilon): round(float(pgd_acc), 4),
                "attack_images": len(pick), "seconds": round(time.perf_counter() - start, 1)}
         print(json.dumps(row), flush=True)
         if args.out:
