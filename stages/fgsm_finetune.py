@@ -1,6 +1,7 @@
 """DVC stage `fgsm_finetune`: random-start FGSM adversarial training -> models/model_robust.keras.
 
-Starts from the clean model of `train`; resumes a killed run.
+Starts from the clean model of `train` (its single-view network if `train` saved it flip-averaged, and
+then saves the robust one flip-averaged too); resumes a killed run.
 """
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.errors import run_stage
 from cifake.fileio import read_json, sha256_file
-from cifake.model import load_model
+from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
 from cifake.training import adversarial_config, distribution_strategy, fit_config
 
@@ -33,12 +34,13 @@ def main() -> None:
     stage_params = {"seed": params.seed, "fgsm_finetune": ft.model_dump()}
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
-        model = load_model(CLEAN_MODEL)
+        model, flip_average = without_flip_average(load_model(CLEAN_MODEL))
     train_and_register(
         model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
         stage="fgsm_finetune", stage_params=stage_params, meta=meta, files=FILES,
         experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias="champion",
         strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL)),
+        flip_average=flip_average,
     )
 
 

@@ -33,7 +33,7 @@ def main() -> None:
         model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
         stage="train", stage_params=stage_params, meta=meta, files=FILES,
         experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias=None,
-        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"]),
+        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"]), flip_average=params.model.flip_average,
     )
 
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from cifake.config import ModelParams
-from cifake.model import ModelLoadError, build_model, load_model, logit_model, save_model
+from cifake.model import (
+    ModelLoadError, build_model, load_model, logit_model, save_model, with_flip_average, without_flip_average,
+)
 
 pytestmark = pytest.mark.model
 
@@ -90,3 +92,34 @@ def test_per_image_normalization_makes_the_network_blind_to_brightness_and_contr
     save_model(model, path)
     np.testing.assert_allclose(np.asarray(logit_model(load_model(path))(x, training=False)), outputs["per_image"][0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_flip_average_averages_the_logit_over_the_image_and_its_mirror(tmp_path):
+    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0))
+    x = np.random.default_rng(1).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    single = logit_model(model)
+    expected = (np.asarray(single(x)) + np.asarray(single(x[:, :, ::-1]))) / 2
+    assert np.abs(np.asarray(single(x)) - np.asarray(single(x[:, :, ::-1]))).max() > 1e-4  # the views differ
+
+    averaged = with_flip_average(model)
+    path = tmp_path / "m.keras"
+    save_model(averaged, path)
+    loaded = load_model(path)  # safe_mode=True inside
+    for m in (averaged, loaded):
+        np.testing.assert_allclose(np.asarray(logit_model(m)(x)), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(m(x)), 1 / (1 + np.exp(-expected)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(m(x[:, :, ::-1])), np.asarray(m(x)), rtol=1e-5, atol=1e-6)
+    assert loaded.count_params() == model.count_params() + 32 * 32  # the frozen mirror matrix
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+
+
+def test_without_flip_average_gives_back_the_trainable_single_view_network(tmp_path):
+    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0))
+    x = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    path = tmp_path / "m.keras"
+    save_model(with_flip_average(model), path)
+    single, was_averaged = without_flip_average(load_model(path))
+    assert was_averaged and single.name == model.name
+    np.testing.assert_allclose(np.asarray(single(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    assert [w.shape for w in single.weights] == [w.shape for w in model.weights]
+    assert without_flip_average(model) == (model, False)

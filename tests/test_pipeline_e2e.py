@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -236,3 +237,16 @@ def test_a_params_typo_deletes_nothing_and_a_seen_config_comes_from_the_run_cach
     assert time.monotonic() - start < 60
     assert (dest / "models/model.keras").read_bytes() == model
     assert _versions(dest, env) == versions + 2  # no duplicate registration
+
+
+def test_saved_models_average_over_the_mirror_image_as_params_say(project):
+    from cifake.model import load_model, without_flip_average
+
+    dest, _, _ = project
+    flip_average = yaml.safe_load((dest / "params.yaml").read_text())["model"]["flip_average"]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    for name in ("model.keras", "model_robust.keras"):
+        model = load_model(dest / "models" / name)
+        assert without_flip_average(model)[1] == flip_average, name
+        mirrored = np.asarray(model(x[:, :, ::-1])) - np.asarray(model(x))
+        assert (np.abs(mirrored).max() < 1e-5) == flip_average, name

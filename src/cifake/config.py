@@ -60,6 +60,11 @@ class ModelParams(_Section):
     )
     dense_units: int = Field(ge=1)
     dropout: float = Field(ge=0.0, lt=1.0)
+    flip_average: bool = Field(
+        default=False,
+        description="the saved model averages its logit over each image and its mirror image "
+        "(test-time augmentation inside the model: twice the inference work)",
+    )
 
     @field_validator("widths")
     @classmethod

@@ -118,6 +118,43 @@ def _basic_block(x, width: int, stride: int, name: str):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
+SINGLE_VIEW = "single_view"  # the network nested inside a flip-averaged model
+
+
+def with_flip_average(model: keras.Model) -> keras.Model:
+    """``model`` made to average its logit over each image and its mirror image (test-time augmentation).
+
+    Same contract (pixels in, float32 P(Fake) out, a ``logits`` layer) and the same weights; twice the
+    inference work. Attacks differentiate through both views, so robustness figures stay white-box.
+    The mirror is a frozen permutation matrix over the width axis (built-in layers only, so the file
+    loads with ``safe_mode=True``).
+    """
+    view = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output, name=SINGLE_VIEW)
+    pixels = keras.Input(INPUT_SHAPE, name="pixels")
+    logits = layers.Average(name=LOGITS_LAYER, dtype="float32")([view(pixels), view(_mirror(pixels))])
+    outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(logits)
+    return keras.Model(pixels, outputs, name=model.name)
+
+
+def without_flip_average(model: keras.Model) -> tuple[keras.Model, bool]:
+    """The single-view network inside a flip-averaged model (shared weights), and whether there was one."""
+    try:
+        view = model.get_layer(SINGLE_VIEW)
+    except ValueError:
+        return model, False
+    outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(view.output)
+    return keras.Model(view.input, outputs, name=model.name), True
+
+
+def _mirror(pixels):
+    """Images flipped left to right: (N, H, W, C) -> (N, H, C, W), a fixed anti-identity over W, and back."""
+    x = layers.Permute((1, 3, 2), name="width_last", dtype="float32")(pixels)
+    flip = layers.Dense(IMAGE_SIZE, use_bias=False, trainable=False, name="mirror", dtype="float32")
+    x = flip(x)
+    flip.set_weights([np.eye(IMAGE_SIZE, dtype="float32")[::-1].copy()])
+    return layers.Permute((1, 3, 2), name="width_back", dtype="float32")(x)
+
+
 def logit_model(model: keras.Model) -> keras.Model | None:
     """A view of ``model`` (shared weights) that outputs the pre-sigmoid logit, if it has one."""
     try:

@@ -21,7 +21,7 @@ from cifake import tracking
 from cifake.checkpoint import remove_checkpoints
 from cifake.dataset import Split, describe_dataset
 from cifake.fileio import sha256_file, write_json, write_rows
-from cifake.model import save_model
+from cifake.model import save_model, with_flip_average
 from cifake.training import FitConfig, FitResult, fit, is_chief, monitored_metric
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,13 @@ def stage_metrics(result: FitResult, config: FitConfig, meta: dict) -> dict:
 def train_and_register(
     model: keras.Model, train: Split, val: Split, config: FitConfig, *, stage: str, stage_params: dict,
     meta: dict, files: RunFiles, experiment: str, registered_model: str, alias: str | None, strategy, key: str,
+    flip_average: bool = False,
 ) -> dict | None:
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
+
+    With ``flip_average`` the saved and registered model averages the trained network's logit over each
+    image and its mirror image (:func:`cifake.model.with_flip_average`); training and its validation
+    figures are those of the network itself.
 
     Returns the stage metrics; None on a ``multi_worker`` helper, which trains its share and leaves
     saving and logging to the chief.
@@ -80,7 +85,8 @@ def train_and_register(
         result = fit(model, train, val, config, on_epoch=_safe_log_epoch, strategy=strategy,
                      checkpoint_dir=files.checkpoints, fingerprint=key)
         seconds = time.perf_counter() - start
-        save_model(result.model, files.model)
+        shipped = with_flip_average(result.model) if flip_average else result.model
+        save_model(shipped, files.model)
         write_rows(files.history, result.history)
         metrics = stage_metrics(result, config, meta)
         write_json(files.metrics, metrics)
@@ -89,7 +95,7 @@ def train_and_register(
         tracking.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")}, prefix="best")
         tracking.log_artifacts(files.history, files.metrics)
         version = tracking.register_model(
-            result.model, registered_model, _description(stage, meta, metrics), alias=alias,
+            shipped, registered_model, _description(stage, meta, metrics), alias=alias,
             tags={"stage": stage, "model_sha256": sha256_file(files.model)},
         )
         print(f"{stage}: saved {files.model}; registered {registered_model} v{version}")
