@@ -123,3 +123,18 @@ def test_without_flip_average_gives_back_the_trainable_single_view_network(tmp_p
     np.testing.assert_allclose(np.asarray(single(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
     assert [w.shape for w in single.weights] == [w.shape for w in model.weights]
     assert without_flip_average(model) == (model, False)
+
+
+def test_loading_a_flip_averaged_model_draws_no_more_randomness_than_its_single_view(tmp_path):
+    """So that fine-tuning a flip-averaged clean model repeats a single-view run's random stream."""
+    import random
+
+    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.1))
+    save_model(model, tmp_path / "single.keras")
+    save_model(with_flip_average(model), tmp_path / "flip.keras")
+    draws = []
+    for name in ("single.keras", "flip.keras"):
+        keras.utils.set_random_seed(0)
+        without_flip_average(load_model(tmp_path / name))
+        draws.append((random.random(), np.random.random(), float(keras.random.uniform(()))))
+    assert draws[0] == draws[1]

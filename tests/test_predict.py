@@ -264,3 +264,27 @@ def test_help_speaks_to_users(capsys):
     text = capsys.readouterr().out
     assert "AI-generated" in text and "cifake predict photos/ -o predictions.csv" in text
     assert "``" not in text and ":func:" not in text  # no reStructuredText from docstrings
+
+
+def test_single_view_skips_the_mirror_average(tmp_path, tiny_model):
+    """A flip-averaged model scores the image and its mirror alike; --single-view gives the bare network's P(Fake)."""
+    from cifake.images import load_image
+    from cifake.model import save_model, with_flip_average
+
+    root = tmp_path / "in"
+    for i in range(6):
+        write_image(root / f"{i}.png", seed=i)
+    model_path = tmp_path / "flip.keras"
+    save_model(with_flip_average(tiny_model), model_path)
+    scores = {}
+    for extra in ([], ["--single-view"]):
+        out = tmp_path / f"out{len(scores)}.csv"
+        assert main(["predict", str(root), "-o", str(out), "--model", str(model_path), "--scores", *extra]) == EXIT_OK
+        scores[tuple(extra)] = {r["Image Name"]: float(r["P(Fake)"]) for r in _rows(out)}
+    names = sorted(scores[()])
+    x = np.stack([load_image(root / n) for n in names]).astype(np.float32)
+    single = np.reshape(tiny_model(x), [-1])
+    averaged = np.reshape(with_flip_average(tiny_model)(x), [-1])
+    assert np.abs(single - averaged).max() > 1e-4  # the two modes differ on these images
+    np.testing.assert_allclose([scores[("--single-view",)][n] for n in names], single, atol=1e-4)
+    np.testing.assert_allclose([scores[()][n] for n in names], averaged, atol=1e-4)

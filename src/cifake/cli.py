@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--scores", action="store_true", help="add a third column, P(Fake), to choose your own threshold")
+    p.add_argument("--single-view", action="store_true",
+                   help="skip the mirror-image average of a flip-averaged model: about 1.5x faster, less robust to attacks")
     score = p.add_mutually_exclusive_group()
     score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
     score.add_argument(
@@ -94,10 +96,12 @@ def _make_parent(output: Path) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     _make_parent(args.output)
-    from cifake.model import load_model
+    from cifake.model import load_model, without_flip_average
     from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
 
     model = load_model(args.model)
+    if args.single_view:
+        model, _ = without_flip_average(model)
     summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold,
                              batch_size=args.batch_size, scores=args.scores)
     print(summary.describe(), file=sys.stderr)

@@ -149,7 +149,10 @@ def without_flip_average(model: keras.Model) -> tuple[keras.Model, bool]:
 def _mirror(pixels):
     """Images flipped left to right: (N, H, W, C) -> (N, H, C, W), a fixed anti-identity over W, and back."""
     x = layers.Permute((1, 3, 2), name="width_last", dtype="float32")(pixels)
-    flip = layers.Dense(IMAGE_SIZE, use_bias=False, trainable=False, name="mirror", dtype="float32")
+    # a zeros initializer draws nothing from the random stream when the model is built or loaded,
+    # so fine-tuning a loaded flip-averaged model sees the same randomness as a single-view one
+    flip = layers.Dense(IMAGE_SIZE, use_bias=False, trainable=False, kernel_initializer="zeros", name="mirror",
+                        dtype="float32")
     x = flip(x)
     flip.set_weights([np.eye(IMAGE_SIZE, dtype="float32")[::-1].copy()])
     return layers.Permute((1, 3, 2), name="width_back", dtype="float32")(x)
