@@ -15,10 +15,11 @@ to check that the averaged model is not merely harder for PGD to optimise). Repo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from _results import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,10 +62,7 @@ def main() -> int:
                          key: round(float(robust[name].mean()), 4), "seconds": round(time.perf_counter() - start)}
         row["only_flip_average_robust"] = int((robust["flip_average"] & ~robust["single"]).sum())
         row["only_single_robust"] = int((robust["single"] & ~robust["flip_average"]).sum())
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        emit(row, args.out)
     return 0
 
 

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import emit
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stage": 2, "dense_units": 64,
@@ -165,9 +167,7 @@ def main() -> int:
             continue
         recipe = {**RECIPES[name], **({"clean_epochs": 1, "adv_epochs": 1} if args.smoke else {})}
         result = run_recipe(name, recipe, data, args.seed)
-        with open(args.out, "a", encoding="utf-8") as fh:  # one whole line per finished recipe
-            fh.write(json.dumps(result) + "\n")
-        print(json.dumps(result), flush=True)
+        emit(result, args.out)  # one whole line per finished recipe
     return 0
 
 

@@ -14,10 +14,11 @@ Prints one JSON object per alpha and appends them to ``--out`` if given.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from _results import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,10 +60,7 @@ def main() -> int:
         row = {"tag": args.tag, "alpha_clean": alpha, "val_clean": round(float(clean_acc), 4),
                "val_images": len(val.y), eps_key("val_pgd10", args.epsilon): round(float(pgd_acc), 4),
                "attack_images": len(pick), "seconds": round(time.perf_counter() - start, 1)}
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        emit(row, args.out)
     return 0
 
 
