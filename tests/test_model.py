@@ -111,6 +111,7 @@ def test_flip_average_averages_the_logit_over_the_image_and_its_mirror(tmp_path)
         np.testing.assert_allclose(np.asarray(m(x[:, :, ::-1])), np.asarray(m(x)), rtol=1e-5, atol=1e-6)
     assert loaded.count_params() == model.count_params() + 32 * 32  # the frozen mirror matrix
     assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    assert with_flip_average(loaded) is loaded  # averaging twice would only double the work
 
 
 def test_without_flip_average_gives_back_the_trainable_single_view_network(tmp_path):

@@ -127,8 +127,10 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     Same contract (pixels in, float32 P(Fake) out, a ``logits`` layer) and the same weights; twice the
     inference work. Attacks differentiate through both views, so robustness figures stay white-box.
     The mirror is a frozen permutation matrix over the width axis (built-in layers only, so the file
-    loads with ``safe_mode=True``).
+    loads with ``safe_mode=True``). A model that is already flip-averaged is returned as it is.
     """
+    if without_flip_average(model)[1]:
+        return model
     view = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output, name=SINGLE_VIEW)
     pixels = keras.Input(INPUT_SHAPE, name="pixels")
     logits = layers.Average(name=LOGITS_LAYER, dtype="float32")([view(pixels), view(_mirror(pixels))])
