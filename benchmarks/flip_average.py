@@ -38,32 +38,40 @@ def main() -> int:
 
     import numpy as np
 
-    from cifake.attacks import Attacker, attack_images
     from cifake.dataset import Split
-    from cifake.evaluation import eps_key
-    from cifake.metrics import classification_metrics
-    from cifake.model import load_model, predict_proba, with_flip_average, without_flip_average
+    from cifake.model import load_model, with_flip_average, without_flip_average
 
     val = Split.load(args.data / "val.npz")
     pick = np.sort(np.random.default_rng(args.seed).choice(len(val.y), min(args.images, len(val.y)), replace=False))
-    x, y = val.x[pick], val.y[pick]
-    key = eps_key(f"pgd{args.steps}", args.epsilon)
     for path in args.models:
         single, _ = without_flip_average(load_model(path))
-        row, robust = {"model": str(path), "val_images": len(val.y), "attack_images": len(pick),
-                       "restarts": args.restarts}, {}
+        row = {"model": str(path), "val_images": len(val.y), "attack_images": len(pick), "restarts": args.restarts}
+        robust = {}
         for name, model in (("single", single), ("flip_average", with_flip_average(single))):
-            start, attacker = time.perf_counter(), Attacker(model)
-            robust[name] = np.ones(len(y), dtype=bool)
-            for _ in range(args.restarts):
-                adv = attack_images(attacker, x, y, method="pgd", eps=args.epsilon, steps=args.steps)
-                robust[name] &= (predict_proba(model, adv) >= 0.5) == (y == 1)
-            row[name] = {"val_clean": round(float(classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]), 4),
-                         key: round(float(robust[name].mean()), 4), "seconds": round(time.perf_counter() - start)}
+            row[name], robust[name] = score(model, val, pick, args)
         row["only_flip_average_robust"] = int((robust["flip_average"] & ~robust["single"]).sum())
         row["only_single_robust"] = int((robust["single"] & ~robust["flip_average"]).sum())
         emit(row, args.out)
     return 0
+
+
+def score(model, val, pick, args):
+    """Clean accuracy on all of ``val``; which of the ``pick`` images survive every PGD restart."""
+    import numpy as np
+
+    from cifake.attacks import Attacker, attack_images
+    from cifake.evaluation import eps_key
+    from cifake.metrics import classification_metrics
+    from cifake.model import predict_proba
+
+    start, attacker, x, y = time.perf_counter(), Attacker(model), val.x[pick], val.y[pick]
+    robust = np.ones(len(y), dtype=bool)
+    for _ in range(args.restarts):
+        adv = attack_images(attacker, x, y, method="pgd", eps=args.epsilon, steps=args.steps)
+        robust &= (predict_proba(model, adv) >= 0.5) == (y == 1)
+    clean = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
+    return {"val_clean": round(float(clean), 4), eps_key(f"pgd{args.steps}", args.epsilon): round(float(robust.mean()), 4),
+            "seconds": round(time.perf_counter() - start)}, robust
 
 
 if __name__ == "__main__":
