@@ -129,7 +129,7 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     The mirror is a frozen permutation matrix over the width axis (built-in layers only, so the file
     loads with ``safe_mode=True``). A model that is already flip-averaged is returned as it is.
     """
-    if without_flip_average(model)[1]:
+    if _single_view(model) is not None:
         return model
     view = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output, name=SINGLE_VIEW)
     pixels = keras.Input(INPUT_SHAPE, name="pixels")
@@ -140,12 +140,19 @@ def with_flip_average(model: keras.Model) -> keras.Model:
 
 def without_flip_average(model: keras.Model) -> tuple[keras.Model, bool]:
     """The single-view network inside a flip-averaged model (shared weights), and whether there was one."""
-    try:
-        view = model.get_layer(SINGLE_VIEW)
-    except ValueError:
+    view = _single_view(model)
+    if view is None:
         return model, False
     outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(view.output)
     return keras.Model(view.input, outputs, name=model.name), True
+
+
+def _single_view(model: keras.Model) -> keras.Model | None:
+    """The logit network nested in a flip-averaged model; None for any other model."""
+    try:
+        return model.get_layer(SINGLE_VIEW)
+    except ValueError:
+        return None
 
 
 def _mirror(pixels):
