@@ -35,9 +35,13 @@ BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stag
 STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
 BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
         "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
-        "ema": 0.0, "epsilon": 4 / 255}
+        "ema": 0.0, "epsilon": 4 / 255, "adv_everyday": None, "ranges": None}
 FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
        "label_smoothing": 0.1}
+
+# cifake.corruptions.TRAINING_RANGES with contrast and brightness widened
+WIDE_INTENSITY = {"jpeg": (30.0, 95.0), "blur": (0.3, 1.5), "resize": (14.0, 30.0), "brightness": (-64.0, 64.0),
+                  "contrast": (0.4, 1.6), "noise": (1.0, 12.0)}
 
 RECIPES = {
     "A_base": {},
@@ -59,11 +63,19 @@ RECIPES = {
     "M_stem2_fgh_clean0.3": {**FGH, "clean_fraction": 0.3},
     "N_stem2_fgh_eps5": {**FGH, "epsilon": 5 / 255},
     "O_stem2_fgh_per_image": {**FGH, "model": {**STEM2, "normalization": "per_image"}},
+    # 2026-11-27: the robust model's weakest unseen changes are global contrast and brightness
+    "P0_fgh_rerun": FGH,  # K again, scored on the unseen conditions too
+    "P1_fgh_everyday1_adv": {**FGH, "adv_everyday": 1.0},
+    "P2_fgh_wide_intensity": {**FGH, "ranges": WIDE_INTENSITY},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
          "blur_1.0": ("blur", 1.0), "resize_24": ("resize", 24), "resize_128": ("resize", 128),
          "brightness_+20": ("brightness", 20), "brightness_-20": ("brightness", -20)}
+# Harsher settings and a kind (contrast) the evaluation suite does not list: the card's "unseen" conditions
+UNSEEN = {"jpeg_q30": ("jpeg", 30), "jpeg_q15": ("jpeg", 15), "blur_1.5": ("blur", 1.5), "blur_2.0": ("blur", 2.0),
+          "resize_20": ("resize", 20), "resize_16": ("resize", 16), "noise_16": ("noise", 16),
+          "contrast_0.6": ("contrast", 0.6), "brightness_+40": ("brightness", 40), "brightness_-40": ("brightness", -40)}
 
 
 def subset(split, n, seed):
@@ -87,27 +99,30 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
 
     r = {**BASE, **recipe}
     set_determinism(seed)
-    common = dict(batch_size=128, weight_decay=5.0e-4, patience=100, augment=True, seed=seed,
-                  precision=r["precision"], everyday=r["everyday"], label_smoothing=r["label_smoothing"], ema=r["ema"])
+    common = dict(batch_size=128, weight_decay=5.0e-4, patience=100, augment=True, seed=seed, precision=r["precision"],
+                  everyday_ranges=r["ranges"], label_smoothing=r["label_smoothing"], ema=r["ema"])
+    adv_everyday = r["everyday"] if r["adv_everyday"] is None else r["adv_everyday"]
     model = build_model(ModelParams(**r["model"]))
     out = {"recipe": name, "settings": r, "parameters": int(model.count_params())}
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if r["clean_epochs"]:
-        model = fit(model, data["train"], data["val"], FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], **common)).model
+        config = FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], everyday=r["everyday"], **common)
+        model = fit(model, data["train"], data["val"], config).model
     cpu1 = time.process_time()
     clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
     clean_model.set_weights(model.get_weights())
     # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020)
     adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True,
                       clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500)
-    robust = fit(model, data["train"], data["val"],
-                 FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], adversarial=adv, **common)).model
+    config = FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common)
+    robust = fit(model, data["train"], data["val"], config).model
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
     out["wall_seconds"] = time.perf_counter() - wall0
     test, attack = data["test"], data["attack"]
     for label, m in (("clean_model", clean_model), ("robust_model", robust)):
         scores = {"clean_accuracy": classification_metrics(test.y, predict_proba(m, test.x))["accuracy"],
-                  "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed)}
+                  "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed),
+                  "unseen": corruption_scores(m, test.x, test.y, UNSEEN, seed)}
         if label == "robust_model":
             scores["attacks"] = attack_sweep(m, attack.x, attack.y, [2 / 255, 4 / 255], pgd_steps=10, step_fraction=0.25)
         out[label] = scores

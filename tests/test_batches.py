@@ -48,3 +48,10 @@ def test_flip_and_shift_moves_pixels_but_keeps_content(data):
     out = flip_and_shift(x, np.random.default_rng(0))
     assert out.shape == x.shape and out.dtype == x.dtype and not np.array_equal(out, x)
     assert abs(out.astype(float).mean() - x.astype(float).mean()) < 3
+
+
+def test_everyday_ranges_reach_the_batches(data):
+    x, y = data
+    b = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=1.0, everyday_ranges={"brightness": (-50.0, -50.0)})
+    plain = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=0.0)
+    assert np.array_equal(b[1][0], np.clip(plain[1][0] - 50, 0, 255))

@@ -34,6 +34,9 @@ def test_project_params_validate():
         (("train", "epochs"), "ten", "'train.epochs'"),
         (("train", "learning_rate"), "1e-3x", "'train.learning_rate'"),
         (("train", "batch_size"), 0, "'train.batch_size'"),
+        (("train", "everyday_ranges"), {"contrast": [1.6, 0.4]}, "'train.everyday_ranges': Value error, contrast"),
+        (("fgsm_finetune", "everyday_ranges"), {"gamma": [0.5, 2]}, "'fgsm_finetune.everyday_ranges.gamma"),
+        (("fgsm_finetune", "everyday_ranges"), {}, "'fgsm_finetune.everyday_ranges'"),
     ],
 )
 def test_bad_values_are_named(raw, path, value, expected):
@@ -42,6 +45,16 @@ def test_bad_values_are_named(raw, path, value, expected):
     with pytest.raises(ConfigError) as err:
         parse_params(bad)
     assert expected in str(err.value)
+
+
+def test_everyday_ranges_reach_the_fit_config(raw):
+    from cifake.training import fit_config
+
+    raw = copy.deepcopy(raw)
+    raw["fgsm_finetune"]["everyday_ranges"] = {"contrast": [0.4, 1.6], "brightness": [-64, 64]}
+    params = parse_params(raw)
+    assert fit_config(params.fgsm_finetune, seed=0).everyday_ranges == {"contrast": (0.4, 1.6), "brightness": (-64, 64)}
+    assert fit_config(params.train, seed=0).everyday_ranges is None  # the defaults
 
 
 def test_missing_and_unknown_keys_are_named(raw):

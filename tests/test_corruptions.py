@@ -62,3 +62,10 @@ def test_random_everyday_changes_about_the_given_share(images):
     assert np.array_equal(out, random_everyday(x, np.random.default_rng(0), probability=0.5))
     assert np.array_equal(random_everyday(x, np.random.default_rng(0), probability=0.0), x)
     assert set(TRAINING_RANGES) == set(CORRUPTIONS)
+
+
+def test_random_everyday_draws_kind_and_strength_from_the_given_ranges(images):
+    out = random_everyday(images, np.random.default_rng(0), probability=1.0, ranges={"brightness": (30.0, 30.0)})
+    assert np.array_equal(out, corrupt(images, "brightness", 30))
+    wide = random_everyday(images, np.random.default_rng(0), probability=1.0, ranges={"contrast": (0.2, 0.3)})
+    assert wide.std(axis=(1, 2, 3)).max() < 0.35 * images.std(axis=(1, 2, 3)).min()

@@ -31,13 +31,14 @@ class TrainingBatches:
 
     ``augment`` adds flips and 2-pixel shifts; ``everyday`` is the probability
     that an image also gets a random everyday change (JPEG, blur, resize,
-    brightness, contrast or noise; see :mod:`cifake.corruptions`).
+    brightness, contrast or noise; see :mod:`cifake.corruptions`), of a strength
+    drawn from ``everyday_ranges`` (the default ranges if None).
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float):
+    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float, everyday_ranges=None):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
-        self.augment, self.everyday = augment, everyday
+        self.augment, self.everyday, self.everyday_ranges = augment, everyday, everyday_ranges
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
         self._order = (-1, None)
 
@@ -56,7 +57,7 @@ class TrainingBatches:
         if self.augment:
             x = flip_and_shift(x, rng)
         if self.everyday > 0:
-            x = random_everyday(x, rng, self.everyday)
+            x = random_everyday(x, rng, self.everyday, self.everyday_ranges)
         return x.astype(np.float32), self.y[pick]
 
     def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:

@@ -25,6 +25,7 @@ class _Section(BaseModel):
 
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
+CorruptionKind = Literal["jpeg", "blur", "resize", "brightness", "contrast", "noise"]
 
 
 class SampleParams(_Section):
@@ -86,6 +87,11 @@ class TrainParams(_Section):
         description="share of training images given a random everyday change (JPEG, blur, resize, "
         "brightness, contrast, noise)",
     )
+    everyday_ranges: dict[CorruptionKind, tuple[float, float]] | None = Field(
+        default=None,
+        description="kinds of everyday change drawn in training, each with the [low, high] range of its "
+        "strength (absent: the defaults of cifake.corruptions.TRAINING_RANGES)",
+    )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     ema: float = Field(
         default=0.0, ge=0.0, lt=1.0,
@@ -102,6 +108,17 @@ class TrainParams(_Section):
     )
 
 
+    @field_validator("everyday_ranges")
+    @classmethod
+    def _ordered(cls, ranges: dict | None) -> dict | None:
+        for kind, (low, high) in (ranges or {}).items():
+            if low > high:
+                raise ValueError(f"{kind}: the range must be [low, high] with low <= high, got [{low}, {high}]")
+        if ranges == {}:
+            raise ValueError("give at least one kind, or leave everyday_ranges out for the defaults")
+        return ranges
+
+
 class FinetuneParams(TrainParams):
     """The training settings plus the random-start FGSM attack used while fine-tuning."""
 
@@ -115,7 +132,7 @@ class FinetuneParams(TrainParams):
 class Corruption(_Section):
     """One everyday change of the evaluation suite: a kind from cifake.corruptions and its strength."""
 
-    kind: Literal["jpeg", "blur", "resize", "brightness", "contrast", "noise"]
+    kind: CorruptionKind
     value: float
 
 

@@ -11,7 +11,7 @@ Every function takes and returns uint8 images ``(N, 32, 32, 3)``.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -97,16 +97,21 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def random_everyday(x: np.ndarray, rng: np.random.Generator, probability: float) -> np.ndarray:
+def random_everyday(
+    x: np.ndarray, rng: np.random.Generator, probability: float, ranges: Mapping[str, Sequence[float]] | None = None
+) -> np.ndarray:
     """Give each image, with ``probability``, one random change of random strength.
 
-    ``resize`` also upscales (to 40-128 pixels and back) a third of the times it is drawn.
+    The kind is drawn uniformly from ``ranges`` (kind -> (low, high); :data:`TRAINING_RANGES` if None)
+    and its strength uniformly in that range. ``resize`` also upscales (to 40-128 pixels and back) a
+    third of the times it is drawn.
     """
+    ranges = TRAINING_RANGES if ranges is None else ranges
     out = x.copy()
-    kinds = sorted(TRAINING_RANGES)
+    kinds = sorted(ranges)
     for i in np.flatnonzero(rng.random(len(x)) < probability):
         kind = kinds[rng.integers(len(kinds))]
-        low, high = TRAINING_RANGES[kind]
+        low, high = ranges[kind]
         value = rng.uniform(low, high)
         if kind == "resize" and rng.random() < 1 / 3:
             value = rng.uniform(40.0, 128.0)

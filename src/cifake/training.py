@@ -97,6 +97,7 @@ class FitConfig:
     strategy: str = "none"
     precision: str = "float32"
     everyday: float = 0.0
+    everyday_ranges: dict | None = None  # kind -> (low, high) strengths; None: cifake.corruptions.TRAINING_RANGES
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
 
@@ -253,7 +254,9 @@ def fit(
     ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    batches = TrainingBatches(train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday)
+    batches = TrainingBatches(
+        train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday, config.everyday_ranges
+    )
     with strategy.scope():
         detector = with_precision(model, config.precision) if config.precision != "float32" else model
         trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch)
