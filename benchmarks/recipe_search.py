@@ -67,6 +67,7 @@ RECIPES = {
     "P0_fgh_rerun": FGH,  # K again, scored on the unseen conditions too
     "P1_fgh_everyday1_adv": {**FGH, "adv_everyday": 1.0},
     "P2_fgh_wide_intensity": {**FGH, "ranges": WIDE_INTENSITY},
+    "P3_fgh_wide_everyday1_adv": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),

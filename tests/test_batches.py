@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cifake.batches import TrainingBatches, flip_and_shift
+from cifake.corruptions import TRAINING_RANGES
 
 pytestmark = pytest.mark.data
 
@@ -50,8 +51,12 @@ def test_flip_and_shift_moves_pixels_but_keeps_content(data):
     assert abs(out.astype(float).mean() - x.astype(float).mean()) < 3
 
 
-def test_everyday_ranges_reach_the_batches(data):
+def test_everyday_ranges_replace_the_named_kinds_only(data):
     x, y = data
     b = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=1.0, everyday_ranges={"brightness": (-50.0, -50.0)})
-    plain = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=0.0)
-    assert np.array_equal(b[1][0], np.clip(plain[1][0] - 50, 0, 255))
+    assert b.everyday_ranges == {**TRAINING_RANGES, "brightness": (-50.0, -50.0)}
+    default = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=1.0)
+    # the same draws of kind: where the default drew brightness, this one subtracted 50 levels
+    changed = [i for i in range(32) if not np.array_equal(b[1][0][i], default[1][0][i])]
+    assert changed and all(np.array_equal(b[1][0][i], np.clip(x[np.sort(b.order(0)[32:64])][i] - 50.0, 0, 255))
+                           for i in changed)

@@ -36,7 +36,6 @@ def test_project_params_validate():
         (("train", "batch_size"), 0, "'train.batch_size'"),
         (("train", "everyday_ranges"), {"contrast": [1.6, 0.4]}, "'train.everyday_ranges': Value error, contrast"),
         (("fgsm_finetune", "everyday_ranges"), {"gamma": [0.5, 2]}, "'fgsm_finetune.everyday_ranges.gamma"),
-        (("fgsm_finetune", "everyday_ranges"), {}, "'fgsm_finetune.everyday_ranges'"),
     ],
 )
 def test_bad_values_are_named(raw, path, value, expected):

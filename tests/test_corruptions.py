@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifake.corruptions import CORRUPTIONS, TRAINING_RANGES, corrupt, random_everyday
+from cifake.corruptions import CORRUPTIONS, TRAINING_RANGES, corrupt, random_everyday, training_ranges
 
 pytestmark = pytest.mark.data
 
@@ -69,3 +69,12 @@ def test_random_everyday_draws_kind_and_strength_from_the_given_ranges(images):
     assert np.array_equal(out, corrupt(images, "brightness", 30))
     wide = random_everyday(images, np.random.default_rng(0), probability=1.0, ranges={"contrast": (0.2, 0.3)})
     assert wide.std(axis=(1, 2, 3)).max() < 0.35 * images.std(axis=(1, 2, 3)).min()
+
+
+def test_training_ranges_replace_only_the_kinds_named():
+    assert training_ranges(None) == TRAINING_RANGES
+    wide = training_ranges({"contrast": [0.4, 1.6]})
+    assert wide["contrast"] == (0.4, 1.6) and {k: v for k, v in wide.items() if k != "contrast"} == {
+        k: v for k, v in TRAINING_RANGES.items() if k != "contrast"}
+    with pytest.raises(ValueError, match="unknown corruption"):
+        training_ranges({"gamma": (0.5, 2.0)})

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from cifake.corruptions import random_everyday
+from cifake.corruptions import random_everyday, training_ranges
 
 
 def flip_and_shift(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
@@ -32,13 +32,13 @@ class TrainingBatches:
     ``augment`` adds flips and 2-pixel shifts; ``everyday`` is the probability
     that an image also gets a random everyday change (JPEG, blur, resize,
     brightness, contrast or noise; see :mod:`cifake.corruptions`), of a strength
-    drawn from ``everyday_ranges`` (the default ranges if None).
+    drawn from the default ranges, except for the kinds given in ``everyday_ranges``.
     """
 
     def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float, everyday_ranges=None):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
-        self.augment, self.everyday, self.everyday_ranges = augment, everyday, everyday_ranges
+        self.augment, self.everyday, self.everyday_ranges = augment, everyday, training_ranges(everyday_ranges)
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
         self._order = (-1, None)
 

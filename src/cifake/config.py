@@ -89,8 +89,8 @@ class TrainParams(_Section):
     )
     everyday_ranges: dict[CorruptionKind, tuple[float, float]] | None = Field(
         default=None,
-        description="kinds of everyday change drawn in training, each with the [low, high] range of its "
-        "strength (absent: the defaults of cifake.corruptions.TRAINING_RANGES)",
+        description="[low, high] strength range of the everyday changes named, replacing their defaults "
+        "(cifake.corruptions.TRAINING_RANGES); kinds not named keep theirs",
     )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     ema: float = Field(
@@ -114,8 +114,6 @@ class TrainParams(_Section):
         for kind, (low, high) in (ranges or {}).items():
             if low > high:
                 raise ValueError(f"{kind}: the range must be [low, high] with low <= high, got [{low}, {high}]")
-        if ranges == {}:
-            raise ValueError("give at least one kind, or leave everyday_ranges out for the defaults")
         return ranges
 
 

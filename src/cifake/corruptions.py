@@ -97,6 +97,14 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def training_ranges(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
+    """:data:`TRAINING_RANGES` with the strength range of the kinds in ``overrides`` replaced."""
+    unknown = set(overrides or {}) - set(CORRUPTIONS)
+    if unknown:
+        raise ValueError(f"unknown corruption {sorted(unknown)}; use any of {sorted(CORRUPTIONS)}")
+    return {**TRAINING_RANGES, **{kind: (float(low), float(high)) for kind, (low, high) in (overrides or {}).items()}}
+
+
 def random_everyday(
     x: np.ndarray, rng: np.random.Generator, probability: float, ranges: Mapping[str, Sequence[float]] | None = None
 ) -> np.ndarray:

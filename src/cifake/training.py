@@ -97,7 +97,7 @@ class FitConfig:
     strategy: str = "none"
     precision: str = "float32"
     everyday: float = 0.0
-    everyday_ranges: dict | None = None  # kind -> (low, high) strengths; None: cifake.corruptions.TRAINING_RANGES
+    everyday_ranges: dict | None = None  # kind -> (low, high): replaces that kind's default strength range
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
 
