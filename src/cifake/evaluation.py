@@ -57,13 +57,19 @@ def attack_sweep(
 
 
 def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: dict, seed: int, batch_size: int = 256) -> dict:
-    """Accuracy under each everyday change of ``suite`` (name -> (kind, value)), with mean and worst."""
-    per = {}
+    """Accuracy under each everyday change of ``suite`` (name -> (kind, value)), with mean and worst.
+
+    ``by_class`` splits each accuracy into the real and the fake images: a change that pushes every
+    score one way (e.g. low contrast read as "real") shows as one class falling and the other not.
+    """
+    per, by_class = {}, {}
     for name, (kind, value) in suite.items():
-        p = predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size)
-        per[name] = float(np.mean((p >= 0.5) == y))
+        right = (predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size) >= 0.5) == y
+        per[name] = float(np.mean(right))
+        by_class[name] = {label: float(np.mean(right[y == c])) for c, label in enumerate(("real", "fake")) if np.any(y == c)}
     worst = min(per, key=per.get)
-    return {"accuracy": per, "mean": float(np.mean(list(per.values()))), "worst": per[worst], "worst_condition": worst}
+    return {"accuracy": per, "mean": float(np.mean(list(per.values()))), "worst": per[worst], "worst_condition": worst,
+            "by_class": by_class}
 
 
 def score_model(model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None) -> tuple[dict, np.ndarray]:
