@@ -46,6 +46,15 @@ def test_bad_values_are_named(raw, path, value, expected):
     assert expected in str(err.value)
 
 
+def test_the_corruption_kinds_params_accept_are_those_that_exist():
+    from typing import get_args
+
+    from cifake.config import CorruptionKind
+    from cifake.corruptions import CORRUPTIONS
+
+    assert set(get_args(CorruptionKind)) == set(CORRUPTIONS)
+
+
 def test_everyday_ranges_reach_the_fit_config(raw):
     from cifake.training import fit_config
 

@@ -107,7 +107,6 @@ class TrainParams(_Section):
         "multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG)",
     )
 
-
     @field_validator("everyday_ranges")
     @classmethod
     def _ordered(cls, ranges: dict | None) -> dict | None:
