@@ -35,7 +35,7 @@ def main() -> int:
     from cifake.config import load_params
     from cifake.dataset import Split
     from cifake.evaluation import corruption_scores
-    from cifake.metrics import accuracy_interval
+    from cifake.metrics import accuracy_interval, correct
     from cifake.model import load_model, predict_proba
 
     test = Split.load(args.data / "test.npz")
@@ -53,7 +53,7 @@ def main() -> int:
     n = len(test.y)
     for path in args.models:
         model = load_model(path)
-        clean = float(np.mean((predict_proba(model, test.x) >= 0.5) == test.y))
+        clean = float(np.mean(correct(test.y, predict_proba(model, test.x))))
         scores = corruption_scores(model, test.x, test.y, suite, args.seed)
         ci = {k: [round(v, 4) for v in accuracy_interval(round(a * n), n)] for k, a in scores["accuracy"].items()}
         print(json.dumps({"model": str(path), "images": n, "clean": clean, **scores, "ci95": ci}), flush=True)

@@ -61,14 +61,14 @@ def score(model, val, pick, args):
 
     from cifake.attacks import Attacker, attack_images
     from cifake.evaluation import eps_key
-    from cifake.metrics import classification_metrics
+    from cifake.metrics import classification_metrics, correct
     from cifake.model import predict_proba
 
     start, attacker, x, y = time.perf_counter(), Attacker(model), val.x[pick], val.y[pick]
     robust = np.ones(len(y), dtype=bool)
     for _ in range(args.restarts):
         adv = attack_images(attacker, x, y, method="pgd", eps=args.epsilon, steps=args.steps)
-        robust &= (predict_proba(model, adv) >= 0.5) == (y == 1)
+        robust &= correct(y, predict_proba(model, adv))
     clean = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
     return {"val_clean": round(float(clean), 4), eps_key(f"pgd{args.steps}", args.epsilon): round(float(robust.mean()), 4),
             "seconds": round(time.perf_counter() - start)}, robust

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifake.metrics import accuracy_interval, classification_metrics, label_metrics, roc_points, stratified_subset
+from cifake.metrics import accuracy_interval, classification_metrics, correct, label_metrics, roc_points, stratified_subset
 
 pytestmark = pytest.mark.code
 
@@ -53,3 +53,11 @@ def test_stratified_subset_keeps_class_balance():
     assert len(idx) == 50 and np.all(np.diff(idx) > 0)
     assert y[idx].sum() == 10
     assert len(stratified_subset(y, 1000, seed=1)) == 100
+
+
+def test_correct_matches_the_accuracy_of_classification_metrics():
+    y = np.array([0, 0, 1, 1, 1], np.uint8)
+    p = np.array([0.2, 0.5, 0.5, 0.49, 0.9], np.float32)  # 0.5 counts as Fake
+    assert correct(y, p).tolist() == [True, False, True, False, True]
+    assert correct(y, p).mean() == classification_metrics(y, p)["accuracy"]
+    assert correct(y, p, threshold=0.95).tolist() == [True, True, False, False, False]

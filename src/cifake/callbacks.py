@@ -15,6 +15,7 @@ import numpy as np
 
 from cifake.attacks import Attacker, attack_images
 from cifake.dataset import Split
+from cifake.metrics import correct
 from cifake.model import predict_proba
 from cifake.progress import progress
 
@@ -57,7 +58,7 @@ class PGDValidation(keras.callbacks.Callback):
         if self._attacker is None:
             self._attacker = Attacker(detector)
         x_adv = attack_images(self._attacker, self.x, self.y, method="pgd", eps=self.eps, steps=self.steps)
-        logs["val_pgd_accuracy"] = float(np.mean((predict_proba(detector, x_adv) >= 0.5) == self.y))
+        logs["val_pgd_accuracy"] = float(np.mean(correct(self.y, predict_proba(detector, x_adv))))
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -14,7 +14,7 @@ import numpy as np
 
 from cifake.attacks import Attacker, attack_images
 from cifake.corruptions import corrupt
-from cifake.metrics import classification_metrics
+from cifake.metrics import classification_metrics, correct
 from cifake.model import predict_proba
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: d
     """
     per, by_class = {}, {}
     for name, (kind, value) in suite.items():
-        right = (predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size) >= 0.5) == y
+        right = correct(y, predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size))
         per[name] = float(np.mean(right))
         by_class[name] = {label: float(np.mean(right[y == c])) for c, label in enumerate(("real", "fake")) if np.any(y == c)}
     worst = min(per, key=per.get)

@@ -28,6 +28,11 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     return (float(ci.low), float(ci.high))
 
 
+def correct(y_true: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per image, whether the prediction (Fake when ``p_fake >= threshold``) is right: a bool array."""
+    return (np.asarray(p_fake).ravel() >= threshold) == (np.asarray(y_true).ravel() == 1)
+
+
 def classification_metrics(y_true: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> dict:
     """Accuracy (with 95 % CI), precision, recall, F1 for Fake, confusion counts, ROC AUC and average precision."""
     y_true = np.asarray(y_true).astype(int).ravel()
