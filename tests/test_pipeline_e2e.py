@@ -79,6 +79,9 @@ def test_metrics_keys_and_sample_is_said_plainly(project):
         corruptions = ev[model]["corruptions"]
         assert set(corruptions["accuracy"]) == set(yaml.safe_load((dest / "params.yaml").read_text())["evaluate"]["corruptions"])
         assert corruptions["worst"] == min(corruptions["accuracy"].values()) <= corruptions["mean"]
+        assert set(corruptions["by_class"]) == set(corruptions["accuracy"])
+        for name, by_class in corruptions["by_class"].items():  # a stratified subset: half real, half fake
+            assert corruptions["accuracy"][name] == pytest.approx((by_class["real"] + by_class["fake"]) / 2)
     assert ev["competition_score"] == pytest.approx(
         0.4 * ev["robust_model"]["clean"]["accuracy"] + 0.6 * ev["test_dataset_2"]["accuracy"])
     assert ev["attack_images"] == 16
