@@ -106,15 +106,14 @@ def training_ranges(overrides: Mapping[str, Sequence[float]] | None = None) -> d
 
 
 def random_everyday(
-    x: np.ndarray, rng: np.random.Generator, probability: float, ranges: Mapping[str, Sequence[float]] | None = None
+    x: np.ndarray, rng: np.random.Generator, probability: float, ranges: Mapping[str, Sequence[float]] = TRAINING_RANGES
 ) -> np.ndarray:
     """Give each image, with ``probability``, one random change of random strength.
 
-    The kind is drawn uniformly from ``ranges`` (kind -> (low, high); :data:`TRAINING_RANGES` if None)
+    The kind is drawn uniformly from ``ranges`` (kind -> (low, high); by default :data:`TRAINING_RANGES`)
     and its strength uniformly in that range. ``resize`` also upscales (to 40-128 pixels and back) a
     third of the times it is drawn.
     """
-    ranges = TRAINING_RANGES if ranges is None else ranges
     out = x.copy()
     kinds = sorted(ranges)
     for i in np.flatnonzero(rng.random(len(x)) < probability):

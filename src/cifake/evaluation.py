@@ -14,6 +14,7 @@ import numpy as np
 
 from cifake.attacks import Attacker, attack_images
 from cifake.corruptions import corrupt
+from cifake.images import LABEL_NAMES
 from cifake.metrics import classification_metrics, correct
 from cifake.model import predict_proba
 
@@ -66,7 +67,7 @@ def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: d
     for name, (kind, value) in suite.items():
         right = correct(y, predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size))
         per[name] = float(np.mean(right))
-        by_class[name] = {label: float(np.mean(right[y == c])) for c, label in enumerate(("real", "fake")) if np.any(y == c)}
+        by_class[name] = {LABEL_NAMES[c].lower(): float(np.mean(right[y == c])) for c in (0, 1) if np.any(y == c)}
     worst = min(per, key=per.get)
     return {"accuracy": per, "mean": float(np.mean(list(per.values()))), "worst": per[worst], "worst_condition": worst,
             "by_class": by_class}
