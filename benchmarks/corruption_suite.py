@@ -6,7 +6,8 @@
 Uses the same functions as the `evaluate` stage (cifake.evaluation.corruption_scores); prints one
 JSON object per model with each condition's accuracy and its 95 % Wilson interval.
 ``--condition NAME=KIND:VALUE`` (repeatable) replaces the suite, e.g. to try settings the models were
-never scored on: ``--condition blur_1.5=blur:1.5 --condition jpeg_q30=jpeg:30``.
+never scored on: ``--condition blur_1.5=blur:1.5 --condition jpeg_q30=jpeg:30``; ``--unseen`` scores the
+model card's ten "unseen" settings (``_conditions.UNSEEN``) instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from _conditions import UNSEEN, parse_conditions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,6 +31,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
                     help="a change to score instead of params.yaml's suite (repeatable)")
+    ap.add_argument("--unseen", action="store_true", help="score the model card's unseen settings instead of the suite")
     args = ap.parse_args()
 
     import numpy as np
@@ -41,15 +45,10 @@ def main() -> int:
     test = Split.load(args.data / "test.npz")
     test = test.take(np.sort(np.random.default_rng(args.seed).permutation(len(test.y))[: args.images]))
     suite = {name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()}
-    if args.condition:
-        suite = {}
-        for item in args.condition:
-            name, _, spec = item.partition("=")
-            kind, _, value = spec.partition(":")
-            try:
-                suite[name] = (kind, float(value))
-            except ValueError:
-                ap.error(f"--condition {item!r}: expected NAME=KIND:VALUE, e.g. blur_1.5=blur:1.5")
+    try:
+        suite = UNSEEN if args.unseen else parse_conditions(args.condition) or suite
+    except ValueError as err:
+        ap.error(str(err))
     n = len(test.y)
     for path in args.models:
         model = load_model(path)
