@@ -1,14 +1,15 @@
-"""Does mixing a robust model's weights with its clean parent's buy clean accuracy cheaply?
+"""Does mixing a robust model's weights with its clean parent's (or a sibling's) buy accuracy cheaply?
 
     python benchmarks/weight_interpolation.py --data data/processed --alphas 0,0.1,0.2,0.3 \
         models/model_robust.keras models/model.keras
 
-Weight-space interpolation (WiSE-FT, Wortsman et al. 2022): for each alpha, the weights
-``(1 - alpha) * robust + alpha * clean`` (every variable, batch-norm statistics included; the two models
-must share an architecture, as a fine-tuned model and the model it started from do). Scored on the
-VALIDATION split only, so that a choice made from it does not touch the test set: clean accuracy on
-all of it, PGD-10 at 4/255 (the project's attack, as ``evaluate`` runs it) on a seeded random subset.
-Prints one JSON object per alpha and appends them to ``--out`` if given.
+Weight-space interpolation (WiSE-FT, Wortsman et al. 2022; "model soups" when the second model is another
+fine-tune of the same parent): for each alpha, the weights ``(1 - alpha) * robust + alpha * other``
+(every variable, batch-norm statistics included; the two models must share an architecture, as a fine-tuned
+model and the model it started from do). Scored on the VALIDATION split only, so that a choice made from it
+does not touch the test set: clean accuracy on all of it, PGD-10 at 4/255 (the project's attack, as
+``evaluate`` runs it) on a seeded random subset, and with ``--unseen`` the card's unseen everyday changes
+on the same subset. Prints one JSON object per alpha and appends them to ``--out`` if given.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from _conditions import UNSEEN
 from _results import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,12 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("robust", type=Path, help="the fine-tuned model")
-    ap.add_argument("clean", type=Path, help="the model it was fine-tuned from")
+    ap.add_argument("clean", type=Path, help="the model it was fine-tuned from, or another fine-tune of that model")
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
     ap.add_argument("--alphas", default="0,0.1,0.2,0.3", help="comma-separated shares of the clean weights")
     ap.add_argument("--attack-images", type=int, default=1000)
     ap.add_argument("--epsilon", type=float, default=4 / 255)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unseen", action="store_true", help="also score the card's unseen everyday changes")
     ap.add_argument("--tag", default="", help="a label written into each result")
     ap.add_argument("--out", type=Path, help="a .jsonl file to append the results to")
     args = ap.parse_args()
@@ -40,7 +43,7 @@ def main() -> int:
 
     from cifake.attacks import Attacker, attack_images
     from cifake.dataset import Split
-    from cifake.evaluation import eps_key
+    from cifake.evaluation import corruption_scores, eps_key
     from cifake.metrics import classification_metrics
     from cifake.model import load_model, predict_proba
 
@@ -59,7 +62,12 @@ def main() -> int:
         pgd_acc = classification_metrics(val.y[pick], predict_proba(model, adv))["accuracy"]
         row = {"tag": args.tag, "alpha_clean": alpha, "val_clean": round(float(clean_acc), 4),
                "val_images": len(val.y), eps_key("val_pgd10", args.epsilon): round(float(pgd_acc), 4),
-               "attack_images": len(pick), "seconds": round(time.perf_counter() - start, 1)}
+               "attack_images": len(pick)}
+        if args.unseen:
+            u = corruption_scores(model, val.x[pick], val.y[pick], UNSEEN, args.seed)
+            row["val_unseen"] = {"mean": round(u["mean"], 4), "worst": round(u["worst"], 4),
+                                 **{k: round(v, 4) for k, v in u["accuracy"].items()}}
+        row["seconds"] = round(time.perf_counter() - start, 1)
         emit(row, args.out)
     return 0
 
