@@ -75,7 +75,6 @@ SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise"
          "brightness_+20": ("brightness", 20), "brightness_-20": ("brightness", -20)}
 
 
-
 def subset(split, n, seed):
     import numpy as np
 

@@ -9,7 +9,8 @@ fine-tune of the same parent): for each alpha, the weights ``(1 - alpha) * robus
 model and the model it started from do). Scored on the VALIDATION split only, so that a choice made from it
 does not touch the test set: clean accuracy on all of it, PGD-10 at 4/255 (the project's attack, as
 ``evaluate`` runs it) on a seeded random subset, and with ``--unseen`` the card's unseen everyday changes
-on the same subset. Prints one JSON object per alpha and appends them to ``--out`` if given.
+on the same subset. Prints one JSON object per alpha (``alpha_clean``: the second model's share, named when
+that was always the clean parent) and appends them to ``--out`` if given.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("robust", type=Path, help="the fine-tuned model")
-    ap.add_argument("clean", type=Path, help="the model it was fine-tuned from, or another fine-tune of that model")
+    ap.add_argument("other", type=Path, help="the model it was fine-tuned from, or another fine-tune of that model")
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
-    ap.add_argument("--alphas", default="0,0.1,0.2,0.3", help="comma-separated shares of the clean weights")
+    ap.add_argument("--alphas", default="0,0.1,0.2,0.3", help="comma-separated shares of the other model's weights")
     ap.add_argument("--attack-images", type=int, default=1000)
     ap.add_argument("--epsilon", type=float, default=4 / 255)
     ap.add_argument("--seed", type=int, default=0)
@@ -50,13 +51,13 @@ def main() -> int:
     val = Split.load(args.data / "val.npz")
     pick = np.sort(np.random.default_rng(args.seed).choice(len(val.y), min(args.attack_images, len(val.y)), replace=False))
     model = load_model(args.robust)  # interpolated in place; the attacker follows its weights
-    robust, clean = model.get_weights(), load_model(args.clean).get_weights()
-    if [w.shape for w in robust] != [w.shape for w in clean]:
+    robust, other = model.get_weights(), load_model(args.other).get_weights()
+    if [w.shape for w in robust] != [w.shape for w in other]:
         ap.error("the two models do not share an architecture")
     attacker = Attacker(model)
     for alpha in (float(a) for a in args.alphas.split(",")):
         start = time.perf_counter()
-        model.set_weights([(1 - alpha) * r + alpha * c for r, c in zip(robust, clean)])
+        model.set_weights([(1 - alpha) * r + alpha * o for r, o in zip(robust, other)])
         clean_acc = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
         adv = attack_images(attacker, val.x[pick], val.y[pick], method="pgd", eps=args.epsilon, steps=10)
         pgd_acc = classification_metrics(val.y[pick], predict_proba(model, adv))["accuracy"]
