@@ -18,12 +18,19 @@ pytestmark = pytest.mark.model
 PRETRAINED = ROOT / "models" / "pretrained"
 
 
-def test_checksums_match():
-    lines = (PRETRAINED / "SHA256SUMS").read_text().split("\n")
-    entries = [line.split() for line in lines if line.strip()]
-    assert entries, "SHA256SUMS lists no file"
-    for digest, name in entries:
-        assert hashlib.sha256((PRETRAINED / name).read_bytes()).hexdigest() == digest, name
+def _checksums(folder) -> dict[str, str]:
+    """File name -> sha256 as listed in ``folder``'s SHA256SUMS."""
+    lines = (folder / "SHA256SUMS").read_text().split("\n")
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+
+
+@pytest.mark.parametrize("folder", sorted({p.parent for p in PRETRAINED.rglob("*.keras")}), ids=lambda p: p.name)
+def test_every_kept_model_is_listed_and_intact(folder):
+    """Shipped files and the candidates kept in run folders: each has its checksum, and it matches."""
+    listed = _checksums(folder)
+    assert {p.name for p in folder.glob("*.keras")} <= set(listed), f"{folder}: a .keras file missing from SHA256SUMS"
+    for name, digest in listed.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, folder / name
 
 
 def test_default_model_is_the_shipped_robust_one(tmp_path):
