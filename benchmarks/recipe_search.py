@@ -68,6 +68,8 @@ RECIPES = {
     "P1_fgh_everyday1_adv": {**FGH, "adv_everyday": 1.0},
     "P2_fgh_wide_intensity": {**FGH, "ranges": WIDE_INTENSITY},
     "P3_fgh_wide_everyday1_adv": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
+    # 2026-11-27 afternoon: P3's cost on the full data was clean accuracy; does an everyday-change-heavy clean phase help?
+    "Q_fgh_wide_everyday1_both": {**FGH, "ranges": WIDE_INTENSITY, "everyday": 1.0, "adv_everyday": 1.0},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
