@@ -29,9 +29,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
-                    help="a change to score instead of params.yaml's suite (repeatable)")
-    ap.add_argument("--unseen", action="store_true", help="score the model card's unseen settings instead of the suite")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
+                       help="a change to score instead of params.yaml's suite (repeatable)")
+    which.add_argument("--unseen", action="store_true", help="score the model card's unseen settings instead of the suite")
     args = ap.parse_args()
 
     import numpy as np
