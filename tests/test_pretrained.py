@@ -1,12 +1,12 @@
 """The shipped weights: intact, safely loadable, and used by `cifake predict` by default."""
 
 import csv
-import hashlib
 
 import numpy as np
 import pytest
 
 from cifake.cli import DEFAULT_MODEL, EXIT_OK, main
+from cifake.fileio import sha256_file
 from cifake.images import load_image
 from cifake.model import load_model
 from cifake.sample import generate_sample
@@ -30,7 +30,7 @@ def test_every_kept_model_is_listed_and_intact(folder):
     listed = _checksums(folder)
     assert {p.name for p in folder.glob("*.keras")} <= set(listed), f"{folder}: a .keras file missing from SHA256SUMS"
     for name, digest in listed.items():
-        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, folder / name
+        assert sha256_file(folder / name) == digest, folder / name
 
 
 def test_default_model_is_the_shipped_robust_one(tmp_path):
