@@ -36,7 +36,8 @@ BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stag
 STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
 BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
         "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
-        "ema": 0.0, "epsilon": 4 / 255, "adv_everyday": None, "ranges": None}
+        "ema": 0.0, "epsilon": 4 / 255, "adv_everyday": None, "ranges": None,
+        "everyday_attacked": True}
 FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
        "label_smoothing": 0.1}
 
@@ -70,6 +71,18 @@ RECIPES = {
     "P3_fgh_wide_everyday1_adv": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
     # 2026-11-27 afternoon: P3's cost on the full data was clean accuracy; does an everyday-change-heavy clean phase help?
     "Q_fgh_wide_everyday1_both": {**FGH, "ranges": WIDE_INTENSITY, "everyday": 1.0, "adv_everyday": 1.0},
+    # 2026-11-27 evening: P3 with its everyday changes on the clean half of each fine-tuning batch only (as many as K's):
+    # is attacking unchanged images what costs less clean accuracy?
+    "R_fgh_wide_everyday1_clean_half": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
+                                        "everyday_attacked": False},
+    # R's clean phase is P3's, yet its clean model scored 90.1 against P3's 90.4 on another machine: P3 again,
+    # beside R, to see how far a rerun moves the figures
+    "P3r_rerun": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
+    # more depth at the same parameter budget, with P3's training (compare with P3r, run on the same machine)
+    "S1_p3_blocks211": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
+                        "model": {**STEM2, "blocks_per_stage": [2, 1, 1]}},
+    "S2_p3_48-96-192x2": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
+                          "model": {**STEM2, "widths": [48, 96, 192], "blocks_per_stage": 2}},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
@@ -102,7 +115,9 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
                   everyday_ranges=r["ranges"], label_smoothing=r["label_smoothing"], ema=r["ema"])
     adv_everyday = r["everyday"] if r["adv_everyday"] is None else r["adv_everyday"]
     model = build_model(ModelParams(**r["model"]))
-    out = {"recipe": name, "settings": r, "parameters": int(model.count_params())}
+    # CPU time compares only between recipes run on one machine on one day (rates swing 2-4x between days)
+    out = {"recipe": name, "measured": time.strftime("%Y-%m-%d %H:%M"), "settings": r,
+           "parameters": int(model.count_params())}
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if r["clean_epochs"]:
         config = FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], everyday=r["everyday"], **common)
@@ -112,7 +127,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     clean_model.set_weights(model.get_weights())
     # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020)
     adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True,
-                      clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500)
+                      clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500,
+                      everyday_attacked=r["everyday_attacked"])
     config = FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common)
     robust = fit(model, data["train"], data["val"], config).model
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}

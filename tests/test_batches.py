@@ -60,3 +60,18 @@ def test_everyday_ranges_replace_the_named_kinds_only(data):
     changed = [i for i in range(32) if not np.array_equal(b[1][0][i], default[1][0][i])]
     assert changed and all(np.array_equal(b[1][0][i], np.clip(x[np.sort(b.order(0)[32:64])][i] - 50.0, 0, 255))
                            for i in changed)
+
+
+def test_the_unchanged_share_of_each_batch_gets_no_everyday_change(data):
+    x, y = data
+    b = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=1.0, unchanged_share=0.25)
+    for i in (0, 3):  # a full batch of 32 and the last one, of 4
+        out, source = b[i][0], x[np.sort(b.order(0)[i * 32 : (i + 1) * 32])].astype(np.float32)
+        start = len(out) // 4
+        assert np.array_equal(out[:start], source[:start])
+        changed = [not np.array_equal(a, s) for a, s in zip(out[start:], source[start:])]
+        assert sum(changed) >= 0.8 * len(changed)
+    # none unchanged: the same batches as without the setting (a resumed run of an older version sees them too)
+    plain = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5)
+    share0 = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5, unchanged_share=0.0)
+    assert all(np.array_equal(plain[i][0], share0[i][0]) for i in range(4))

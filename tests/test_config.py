@@ -65,6 +65,25 @@ def test_everyday_ranges_reach_the_fit_config(raw):
     assert fit_config(params.train, seed=0).everyday_ranges is None  # the defaults
 
 
+def test_everyday_attacked_keeps_the_attacked_share_of_each_batch_unchanged(raw):
+    import numpy as np
+
+    from cifake.dataset import Split
+    from cifake.training import adversarial_config, fit_config, training_batches
+
+    raw = copy.deepcopy(raw)
+    ft = parse_params(raw).fgsm_finetune
+    assert ft.everyday_attacked  # the default: every image may be changed
+    raw["fgsm_finetune"].update(everyday_attacked=False, clean_fraction=0.3)
+    ft = parse_params(raw).fgsm_finetune
+    config = fit_config(ft, seed=0, adversarial=adversarial_config(ft))
+    assert not config.adversarial.everyday_attacked
+    split = Split(np.zeros((10, 32, 32, 3), np.uint8), np.zeros(10, np.uint8), np.array(["a"] * 10))
+    assert training_batches(split, config).unchanged_share == pytest.approx(0.7)
+    clean = fit_config(parse_params(raw).train, seed=0)
+    assert training_batches(split, clean).unchanged_share == 0.0
+
+
 def test_missing_and_unknown_keys_are_named(raw):
     bad = copy.deepcopy(raw)
     del bad["train"]["epochs"]

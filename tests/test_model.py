@@ -30,6 +30,18 @@ def test_architectures_keep_the_contract(architecture, stem_stride, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary left behind
 
 
+@pytest.mark.parametrize(("architecture", "prefix", "suffix"), [("resnet", "s{}b{}", "_conv1"), ("vgg", "s{}c{}", "")])
+def test_blocks_per_stage_can_differ_by_stage(architecture, prefix, suffix):
+    params = ModelParams(architecture=architecture, widths=(4, 8, 8), blocks_per_stage=[2, 1, 3], dense_units=8,
+                         dropout=0.0)
+    names = {layer.name for layer in build_model(params).layers}
+    for stage, blocks in enumerate((2, 1, 3)):
+        assert prefix.format(stage, blocks - 1) + suffix in names
+        assert prefix.format(stage, blocks) + suffix not in names
+    with pytest.raises(ValueError, match="one per width"):
+        ModelParams(architecture=architecture, widths=(4, 8, 8), blocks_per_stage=[2, 1], dense_units=8, dropout=0.0)
+
+
 def test_unsafe_model_is_refused(tmp_path):
     inputs = keras.Input((32, 32, 3))
     outputs = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=(1, 2, 3), keepdims=False)[:, None] / 255.0)(inputs)

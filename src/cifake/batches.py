@@ -33,12 +33,16 @@ class TrainingBatches:
     that an image also gets a random everyday change (JPEG, blur, resize,
     brightness, contrast or noise; see :mod:`cifake.corruptions`), of a strength
     drawn from the default ranges, except for the kinds given in ``everyday_ranges``.
+    ``unchanged_share`` of each batch, at its start, never gets an everyday change: with
+    it the share that adversarial training attacks (the batch's first images) stays unchanged.
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float, everyday_ranges=None):
+    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float, everyday_ranges=None,
+                 unchanged_share: float = 0.0):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.everyday, self.everyday_ranges = augment, everyday, training_ranges(everyday_ranges)
+        self.unchanged_share = unchanged_share
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
         self._order = (-1, None)
 
@@ -57,7 +61,8 @@ class TrainingBatches:
         if self.augment:
             x = flip_and_shift(x, rng)
         if self.everyday > 0:
-            x = random_everyday(x, rng, self.everyday, self.everyday_ranges)
+            start = int(np.round(len(x) * self.unchanged_share))  # rounded as Trainer.attack rounds its share
+            x = np.concatenate([x[:start], random_everyday(x[start:], rng, self.everyday, self.everyday_ranges)])
         return x.astype(np.float32), self.y[pick]
 
     def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cifake.errors import CifakeError
 
@@ -52,7 +52,9 @@ class PreprocessParams(_Section):
 class ModelParams(_Section):
     architecture: Literal["seed_cnn", "resnet", "vgg"]
     widths: tuple[int, ...] = Field(min_length=1)
-    blocks_per_stage: int = Field(ge=1)
+    blocks_per_stage: int | tuple[int, ...] = Field(
+        description="blocks (resnet) or conv layers (vgg) per stage: one number for every stage, or one per width"
+    )
     stem_stride: Literal[1, 2] = Field(default=1, description="resnet only: 2 halves the resolution at the stem")
     normalization: Literal["scale", "per_image"] = Field(
         default="scale",
@@ -73,6 +75,20 @@ class ModelParams(_Section):
         if any(w < 1 for w in widths):
             raise ValueError("every width must be a positive integer")
         return widths
+
+    @model_validator(mode="after")
+    def _blocks_per_width(self) -> "ModelParams":
+        blocks = self.stage_blocks()
+        if len(blocks) != len(self.widths) or any(b < 1 for b in blocks):
+            raise ValueError(f"blocks_per_stage must be a positive integer or one per width ({len(self.widths)}), "
+                             f"got {self.blocks_per_stage}")
+        return self
+
+    def stage_blocks(self) -> tuple[int, ...]:
+        """The number of blocks of each stage (one per width)."""
+        if isinstance(self.blocks_per_stage, int):
+            return (self.blocks_per_stage,) * len(self.widths)
+        return tuple(self.blocks_per_stage)
 
 
 class TrainParams(_Section):
@@ -124,6 +140,11 @@ class FinetuneParams(TrainParams):
     random_start: bool
     clean_fraction: float = Field(ge=0.0, lt=1.0)
     warmup_epochs: float = Field(default=0.0, ge=0.0, description="epochs over which epsilon ramps up from 0")
+    everyday_attacked: bool = Field(
+        default=True,
+        description="false: only the clean share of each batch gets everyday changes (the attacked share "
+        "is attacked unchanged)",
+    )
 
 
 class Corruption(_Section):

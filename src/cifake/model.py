@@ -79,8 +79,8 @@ def _seed_cnn(x, params: ModelParams):
 
 def _vgg(x, params: ModelParams):
     """VGG-style: per width, ``blocks_per_stage`` conv+BN+ReLU layers, then 2x2 max-pooling."""
-    for s, width in enumerate(params.widths):
-        for b in range(params.blocks_per_stage):
+    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks())):
+        for b in range(blocks):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{s}c{b}")(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"s{s}c{b}_bn")(x)
             x = layers.ReLU(name=f"s{s}c{b}_relu")(x)
@@ -96,8 +96,8 @@ def _resnet(x, params: ModelParams):
     )(x)
     x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    for s, width in enumerate(params.widths):
-        for b in range(params.blocks_per_stage):
+    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks())):
+        for b in range(blocks):
             stride = 2 if (s > 0 and b == 0) else 1
             x = _basic_block(x, width, stride, name=f"s{s}b{b}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)

@@ -80,6 +80,7 @@ class Adversarial:
     random_start: bool
     clean_fraction: float
     warmup_epochs: float = 0.0
+    everyday_attacked: bool = True  # False: everyday changes go to the clean share of each batch only
     val_pgd_steps: int = 10
     val_subset: int = 1000
 
@@ -207,6 +208,16 @@ class Trainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
+def training_batches(train: Split, config: FitConfig) -> TrainingBatches:
+    """The batches :func:`fit` trains on; without ``everyday_attacked`` the share each batch attacks stays unchanged."""
+    adv = config.adversarial
+    unchanged = 0.0 if adv is None or adv.everyday_attacked else 1.0 - adv.clean_fraction
+    return TrainingBatches(
+        train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday, config.everyday_ranges,
+        unchanged_share=unchanged,
+    )
+
+
 def _optimizer(config: FitConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs), alpha=0.01
@@ -254,9 +265,7 @@ def fit(
     ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    batches = TrainingBatches(
-        train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday, config.everyday_ranges
-    )
+    batches = training_batches(train, config)
     with strategy.scope():
         detector = with_precision(model, config.precision) if config.precision != "float32" else model
         trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch)
