@@ -7,7 +7,8 @@ Uses the same functions as the `evaluate` stage (cifake.evaluation.corruption_sc
 JSON object per model with each condition's accuracy and its 95 % Wilson interval.
 ``--condition NAME=KIND:VALUE`` (repeatable) replaces the suite, e.g. to try settings the models were
 never scored on: ``--condition blur_1.5=blur:1.5 --condition jpeg_q30=jpeg:30``; ``--unseen`` scores the
-model card's ten "unseen" settings (``_conditions.UNSEEN``) instead.
+model card's ten "unseen" settings (``_conditions.UNSEEN``) instead, ``--novel`` its eight changes of kinds
+no model was trained on (``_conditions.NOVEL``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from _conditions import UNSEEN, parse_conditions
+from _conditions import NOVEL, UNSEEN, parse_conditions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +34,7 @@ def main() -> int:
     which.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
                        help="a change to score instead of params.yaml's suite (repeatable)")
     which.add_argument("--unseen", action="store_true", help="score the model card's unseen settings instead of the suite")
+    which.add_argument("--novel", action="store_true", help="score kinds of change no model was trained on instead")
     args = ap.parse_args()
 
     import numpy as np
@@ -47,7 +49,7 @@ def main() -> int:
     test = test.take(np.sort(np.random.default_rng(args.seed).permutation(len(test.y))[: args.images]))
     suite = {name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()}
     try:
-        suite = UNSEEN if args.unseen else parse_conditions(args.condition) or suite
+        suite = UNSEEN if args.unseen else NOVEL if args.novel else parse_conditions(args.condition) or suite
     except ValueError as err:
         ap.error(str(err))
     n = len(test.y)

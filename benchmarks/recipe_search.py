@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _conditions import UNSEEN
+from _conditions import NOVEL, UNSEEN
 from _results import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -83,6 +83,10 @@ RECIPES = {
                         "model": {**STEM2, "blocks_per_stage": [2, 1, 1]}},
     "S2_p3_48-96-192x2": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
                           "model": {**STEM2, "widths": [48, 96, 192], "blocks_per_stage": 2}},
+    # sharpening, a kind no model was trained on, is every model's weakest novel change (reals read as fake):
+    # P3 again, now scored on the novel kinds too, and P3 with sharpening added to the draw (both phases, as P3's ranges)
+    "T0_p3_novel_scored": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
+    "T1_p3_sharpen": {**FGH, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}, "adv_everyday": 1.0},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
@@ -137,7 +141,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     for label, m in (("clean_model", clean_model), ("robust_model", robust)):
         scores = {"clean_accuracy": classification_metrics(test.y, predict_proba(m, test.x))["accuracy"],
                   "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed),
-                  "unseen": corruption_scores(m, test.x, test.y, UNSEEN, seed)}
+                  "unseen": corruption_scores(m, test.x, test.y, UNSEEN, seed),
+                  "novel": corruption_scores(m, test.x, test.y, NOVEL, seed)}
         if label == "robust_model":
             scores["attacks"] = attack_sweep(m, attack.x, attack.y, [2 / 255, 4 / 255], pgd_steps=10, step_fraction=0.25)
         out[label] = scores

@@ -35,7 +35,7 @@ def test_project_params_validate():
         (("train", "learning_rate"), "1e-3x", "'train.learning_rate'"),
         (("train", "batch_size"), 0, "'train.batch_size'"),
         (("train", "everyday_ranges"), {"contrast": [1.6, 0.4]}, "'train.everyday_ranges': Value error, contrast"),
-        (("fgsm_finetune", "everyday_ranges"), {"gamma": [0.5, 2]}, "'fgsm_finetune.everyday_ranges.gamma"),
+        (("fgsm_finetune", "everyday_ranges"), {"posterize": [2, 6]}, "'fgsm_finetune.everyday_ranges.posterize"),
     ],
 )
 def test_bad_values_are_named(raw, path, value, expected):

@@ -8,7 +8,12 @@ from cifake.corruptions import CORRUPTIONS, TRAINING_RANGES, corrupt, random_eve
 pytestmark = pytest.mark.data
 
 SUITE = [("jpeg", 50), ("jpeg", 75), ("noise", 8), ("blur", 0.5), ("blur", 1.0), ("resize", 24), ("resize", 128),
-         ("brightness", 20), ("brightness", -20), ("contrast", 1.3)]
+         ("brightness", 20), ("brightness", -20), ("contrast", 1.3), ("gamma", 0.6), ("saturation", 0.3),
+         ("sharpen", 150), ("rotate", 5), ("zoom", 26), ("webp", 50)]
+
+
+def test_the_suite_above_covers_every_kind():
+    assert {kind for kind, _ in SUITE} == set(CORRUPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,7 @@ def test_random_everyday_changes_about_the_given_share(images):
     assert 0.35 < changed < 0.6  # a few drawn changes (e.g. mild brightness on a clipped pixel) may be no-ops
     assert np.array_equal(out, random_everyday(x, np.random.default_rng(0), probability=0.5))
     assert np.array_equal(random_everyday(x, np.random.default_rng(0), probability=0.0), x)
-    assert set(TRAINING_RANGES) == set(CORRUPTIONS)
+    assert set(TRAINING_RANGES) <= set(CORRUPTIONS)  # training draws from a subset of the kinds
 
 
 def test_random_everyday_draws_kind_and_strength_from_the_given_ranges(images):
@@ -77,4 +82,22 @@ def test_training_ranges_replace_only_the_kinds_named():
     assert wide["contrast"] == (0.4, 1.6) and {k: v for k, v in wide.items() if k != "contrast"} == {
         k: v for k, v in TRAINING_RANGES.items() if k != "contrast"}
     with pytest.raises(ValueError, match="unknown corruption"):
-        training_ranges({"gamma": (0.5, 2.0)})
+        training_ranges({"posterize": (2.0, 6.0)})
+    assert training_ranges({"gamma": (0.7, 1.4)}) == {**TRAINING_RANGES, "gamma": (0.7, 1.4)}  # a kind training adds
+
+
+def test_neutral_strengths_leave_the_image_alone(images):
+    for kind, neutral in (("gamma", 1.0), ("saturation", 1.0), ("sharpen", 0), ("zoom", 32), ("rotate", 0)):
+        assert np.array_equal(corrupt(images, kind, neutral), images), kind
+
+
+def test_gamma_saturation_rotate_and_zoom_do_what_they_say(images):
+    level = np.full((1, 2, 2, 3), 64, np.uint8)
+    assert corrupt(level, "gamma", 0.5)[0, 0, 0, 0] == 128  # 255 * (64 / 255) ** 0.5 = 127.7
+    grey = corrupt(images, "saturation", 0.0)
+    assert np.all(np.ptp(grey.astype(int), axis=3) <= 1)  # no colour left
+    assert np.array_equal(corrupt(images, "rotate", 90), np.rot90(images, 1, axes=(1, 2)))  # counter-clockwise
+    framed = np.zeros((1, 32, 32, 3), np.uint8)
+    framed[:, 4:28, 4:28] = 200  # a dark 4-pixel frame around a bright centre
+    assert np.all(corrupt(framed, "zoom", 16) == 200)  # the central 16 x 16 pixels fill the image: no frame left
+    assert corrupt(framed, "zoom", 30).min() < 100  # a 30-pixel crop keeps some of the frame

@@ -25,7 +25,9 @@ class _Section(BaseModel):
 
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
-CorruptionKind = Literal["jpeg", "blur", "resize", "brightness", "contrast", "noise"]
+CorruptionKind = Literal[
+    "jpeg", "blur", "resize", "brightness", "contrast", "noise", "gamma", "saturation", "sharpen", "rotate", "zoom", "webp"
+]
 
 
 class SampleParams(_Section):
@@ -106,7 +108,7 @@ class TrainParams(_Section):
     everyday_ranges: dict[CorruptionKind, tuple[float, float]] | None = Field(
         default=None,
         description="[low, high] strength range of the everyday changes named, replacing their defaults "
-        "(cifake.corruptions.TRAINING_RANGES); kinds not named keep theirs",
+        "(cifake.corruptions.TRAINING_RANGES) or adding the kind to the draw; kinds not named keep theirs",
     )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     ema: float = Field(

@@ -1,9 +1,12 @@
-"""Everyday image changes: JPEG re-encoding, blur, resizing, brightness, contrast, noise.
+"""Everyday image changes: JPEG re-encoding, blur, resizing, brightness, contrast, noise, and more.
 
 One implementation of each, used twice: ``evaluate`` scores the models under a
 fixed suite of them (``params.yaml``), and training draws random ones as
 augmentation (:func:`random_everyday`), so the detector learns not to depend on
-details that a re-upload or a thumbnail destroys.
+details that a re-upload or a thumbnail destroys. Training draws only the kinds
+of :data:`TRAINING_RANGES` (unless ``everyday_ranges`` names more); the others
+(gamma, saturation, sharpening, rotation, zoom, WebP) measure changes a model
+never saw.
 
 Every function takes and returns uint8 images ``(N, 32, 32, 3)``.
 """
@@ -14,8 +17,8 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
-from scipy.ndimage import gaussian_filter
+from PIL import Image, ImageEnhance, ImageFilter
+from scipy.ndimage import gaussian_filter, rotate as nd_rotate
 
 SIZE = 32
 
@@ -64,6 +67,50 @@ def noise(x: np.ndarray, sigma: float, rng: np.random.Generator | None = None) -
     return _to_uint8(x.astype(np.float32) + rng.normal(0.0, sigma, x.shape).astype(np.float32))
 
 
+def gamma(x: np.ndarray, exponent: float, rng=None) -> np.ndarray:
+    """Gamma curve: each level ``v`` becomes ``255 * (v / 255) ** exponent`` (< 1 brightens the shadows)."""
+    return _to_uint8(255.0 * (x.astype(np.float32) / 255.0) ** exponent)
+
+
+def saturation(x: np.ndarray, factor: float, rng=None) -> np.ndarray:
+    """Scale colour saturation by ``factor`` (0: greyscale, 1: unchanged; PIL's ``ImageEnhance.Color``)."""
+    return _each(x, lambda img: ImageEnhance.Color(img).enhance(factor))
+
+
+def sharpen(x: np.ndarray, percent: float, rng=None) -> np.ndarray:
+    """Unsharp mask of radius 1 px and strength ``percent`` (PIL's ``ImageFilter.UnsharpMask``)."""
+    return _each(x, lambda img: img.filter(ImageFilter.UnsharpMask(radius=1, percent=int(round(percent)), threshold=0)))
+
+
+def rotate(x: np.ndarray, degrees: float, rng=None) -> np.ndarray:
+    """Rotate by ``degrees`` about the centre (bilinear; edges reflected, so no black corners)."""
+    turned = nd_rotate(x.astype(np.float32), degrees, axes=(2, 1), reshape=False, order=1, mode="reflect")
+    return _to_uint8(turned)
+
+
+def zoom(x: np.ndarray, side: float, rng=None) -> np.ndarray:
+    """Crop the central ``side`` x ``side`` pixels and scale them back to 32 x 32 (bicubic)."""
+    lo = (SIZE - int(round(side))) // 2
+    box = (lo, lo, lo + int(round(side)), lo + int(round(side)))
+    return _each(x, lambda img: img.resize((SIZE, SIZE), Image.Resampling.BICUBIC, box=box))
+
+
+def webp(x: np.ndarray, quality: float, rng=None) -> np.ndarray:
+    """Re-encode each image as lossy WebP at ``quality`` (0-100) and decode it again."""
+    def encode(img):
+        buf = io.BytesIO()
+        img.save(buf, format="WEBP", quality=int(round(quality)))
+        return Image.open(buf).convert("RGB")
+    return _each(x, encode)
+
+
+def _each(x: np.ndarray, change: Callable[[Image.Image], Image.Image]) -> np.ndarray:
+    out = np.empty_like(x)
+    for i, img in enumerate(x):
+        out[i] = np.asarray(change(Image.fromarray(img)))
+    return out
+
+
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -75,6 +122,12 @@ CORRUPTIONS: dict[str, Callable[..., np.ndarray]] = {
     "brightness": brightness,
     "contrast": contrast,
     "noise": noise,
+    "gamma": gamma,
+    "saturation": saturation,
+    "sharpen": sharpen,
+    "rotate": rotate,
+    "zoom": zoom,
+    "webp": webp,
 }
 
 
@@ -98,7 +151,7 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
 
 
 def training_ranges(overrides: Mapping[str, Sequence[float]] | None = None) -> dict[str, tuple[float, float]]:
-    """:data:`TRAINING_RANGES` with the strength range of the kinds in ``overrides`` replaced."""
+    """:data:`TRAINING_RANGES` with the strength range of the kinds in ``overrides`` replaced (or added)."""
     unknown = set(overrides or {}) - set(CORRUPTIONS)
     if unknown:
         raise ValueError(f"unknown corruption {sorted(unknown)}; use any of {sorted(CORRUPTIONS)}")
