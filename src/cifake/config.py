@@ -26,7 +26,8 @@ class _Section(BaseModel):
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
 CorruptionKind = Literal[
-    "jpeg", "blur", "resize", "brightness", "contrast", "noise", "gamma", "saturation", "sharpen", "rotate", "zoom", "webp"
+    "jpeg", "blur", "resize", "brightness", "contrast", "noise",
+    "gamma", "saturation", "sharpen", "rotate", "zoom", "webp",
 ]
 
 

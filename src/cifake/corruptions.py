@@ -25,12 +25,7 @@ SIZE = 32
 
 def jpeg(x: np.ndarray, quality: float, rng=None) -> np.ndarray:
     """Re-encode each image as JPEG at ``quality`` (1-95) and decode it again."""
-    out = np.empty_like(x)
-    for i, img in enumerate(x):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=int(round(quality)))
-        out[i] = np.asarray(Image.open(buf).convert("RGB"))
-    return out
+    return _reencode(x, "JPEG", quality)
 
 
 def blur(x: np.ndarray, sigma: float, rng=None) -> np.ndarray:
@@ -41,12 +36,8 @@ def blur(x: np.ndarray, sigma: float, rng=None) -> np.ndarray:
 
 def resize(x: np.ndarray, size: float, rng=None) -> np.ndarray:
     """Resize to ``size`` x ``size`` pixels and back to 32 x 32 (bicubic, antialiased)."""
-    side = int(round(size))
-    out = np.empty_like(x)
-    for i, img in enumerate(x):
-        scaled = Image.fromarray(img).resize((side, side), Image.Resampling.BICUBIC)
-        out[i] = np.asarray(scaled.resize((SIZE, SIZE), Image.Resampling.BICUBIC))
-    return out
+    side, bicubic = int(round(size)), Image.Resampling.BICUBIC
+    return _each(x, lambda img: img.resize((side, side), bicubic).resize((SIZE, SIZE), bicubic))
 
 
 def brightness(x: np.ndarray, delta: float, rng=None) -> np.ndarray:
@@ -97,9 +88,13 @@ def zoom(x: np.ndarray, side: float, rng=None) -> np.ndarray:
 
 def webp(x: np.ndarray, quality: float, rng=None) -> np.ndarray:
     """Re-encode each image as lossy WebP at ``quality`` (0-100) and decode it again."""
+    return _reencode(x, "WEBP", quality)
+
+
+def _reencode(x: np.ndarray, image_format: str, quality: float) -> np.ndarray:
     def encode(img):
         buf = io.BytesIO()
-        img.save(buf, format="WEBP", quality=int(round(quality)))
+        img.save(buf, format=image_format, quality=int(round(quality)))
         return Image.open(buf).convert("RGB")
     return _each(x, encode)
 
