@@ -43,6 +43,8 @@ FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fr
 
 # wider than cifake.corruptions.TRAINING_RANGES (brightness +-40, contrast 0.6-1.4); other kinds keep theirs
 WIDE_INTENSITY = {"brightness": (-64.0, 64.0), "contrast": (0.4, 1.6)}
+# P3: every fine-tuning image changed, with the wide intensity ranges (the base of the 2026-11-27 evening recipes)
+P3 = {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0}
 
 RECIPES = {
     "A_base": {},
@@ -68,25 +70,22 @@ RECIPES = {
     "P0_fgh_rerun": FGH,  # K again, scored on the unseen conditions too
     "P1_fgh_everyday1_adv": {**FGH, "adv_everyday": 1.0},
     "P2_fgh_wide_intensity": {**FGH, "ranges": WIDE_INTENSITY},
-    "P3_fgh_wide_everyday1_adv": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
+    "P3_fgh_wide_everyday1_adv": P3,
     # 2026-11-27 afternoon: P3's cost on the full data was clean accuracy; does an everyday-change-heavy clean phase help?
-    "Q_fgh_wide_everyday1_both": {**FGH, "ranges": WIDE_INTENSITY, "everyday": 1.0, "adv_everyday": 1.0},
+    "Q_fgh_wide_everyday1_both": {**P3, "everyday": 1.0},
     # 2026-11-27 evening: P3 with its everyday changes on the clean half of each fine-tuning batch only (as many as K's):
     # is attacking unchanged images what costs less clean accuracy?
-    "R_fgh_wide_everyday1_clean_half": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
-                                        "everyday_attacked": False},
+    "R_fgh_wide_everyday1_clean_half": {**P3, "everyday_attacked": False},
     # R's clean phase is P3's, yet its clean model scored 90.1 against P3's 90.4 on another machine: P3 again,
     # beside R, to see how far a rerun moves the figures
-    "P3r_rerun": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
+    "P3r_rerun": P3,
     # more depth at the same parameter budget, with P3's training (compare with P3r, run on the same machine)
-    "S1_p3_blocks211": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
-                        "model": {**STEM2, "blocks_per_stage": [2, 1, 1]}},
-    "S2_p3_48-96-192x2": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0,
-                          "model": {**STEM2, "widths": [48, 96, 192], "blocks_per_stage": 2}},
+    "S1_p3_blocks211": {**P3, "model": {**STEM2, "blocks_per_stage": [2, 1, 1]}},
+    "S2_p3_48-96-192x2": {**P3, "model": {**STEM2, "widths": [48, 96, 192], "blocks_per_stage": 2}},
     # sharpening, a kind no model was trained on, is every model's weakest novel change (reals read as fake):
     # P3 again, now scored on the novel kinds too, and P3 with sharpening added to the draw (both phases, as P3's ranges)
-    "T0_p3_novel_scored": {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0},
-    "T1_p3_sharpen": {**FGH, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}, "adv_everyday": 1.0},
+    "T0_p3_novel_scored": P3,
+    "T1_p3_sharpen": {**P3, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),

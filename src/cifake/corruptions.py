@@ -81,8 +81,9 @@ def rotate(x: np.ndarray, degrees: float, rng=None) -> np.ndarray:
 
 def zoom(x: np.ndarray, side: float, rng=None) -> np.ndarray:
     """Crop the central ``side`` x ``side`` pixels and scale them back to 32 x 32 (bicubic)."""
-    lo = (SIZE - int(round(side))) // 2
-    box = (lo, lo, lo + int(round(side)), lo + int(round(side)))
+    side = int(round(side))
+    lo = (SIZE - side) // 2
+    box = (lo, lo, lo + side, lo + side)
     return _each(x, lambda img: img.resize((SIZE, SIZE), Image.Resampling.BICUBIC, box=box))
 
 
