@@ -37,7 +37,7 @@ STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_st
 BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
         "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
         "ema": 0.0, "epsilon": 4 / 255, "adv_everyday": None, "ranges": None,
-        "everyday_attacked": True}
+        "everyday_attacked": True, "method": "fgsm", "step_ratio": 1.25}
 FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
        "label_smoothing": 0.1}
 
@@ -86,6 +86,10 @@ RECIPES = {
     # P3 again, now scored on the novel kinds too, and P3 with sharpening added to the draw (both phases, as P3's ranges)
     "T0_p3_novel_scored": P3,
     "T1_p3_sharpen": {**P3, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}},
+    # 2026-12-01: untried ideas of the detector issue, each beside a P3 rerun made in the same session.
+    # N-FGSM (de Jorge et al. 2022): noise of 2 epsilon, one step of epsilon, no projection; FGSM-RS's cost
+    "P3r2_rerun": P3,
+    "U1_p3_nfgsm": {**P3, "method": "n_fgsm", "step_ratio": 1.0},
 }
 
 SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
@@ -128,8 +132,8 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     cpu1 = time.process_time()
     clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
     clean_model.set_weights(model.get_weights())
-    # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020)
-    adv = Adversarial(epsilon=r["epsilon"], step=1.25 * r["epsilon"], random_start=True,
+    # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020) unless set
+    adv = Adversarial(epsilon=r["epsilon"], step=r["step_ratio"] * r["epsilon"], random_start=True, method=r["method"],
                       clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500,
                       everyday_attacked=r["everyday_attacked"])
     config = FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common)

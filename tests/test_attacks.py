@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from cifake.attacks import Attacker, attack_images
+import keras
+import tensorflow as tf
+
+from cifake.attacks import Attacker, attack_images, logit_fn, n_fgsm
 
 pytestmark = pytest.mark.model
 
@@ -74,3 +77,19 @@ def test_models_without_a_logit_layer_can_be_attacked(batch):
     x01, y = batch
     adv = Attacker(foreign).pgd(x01, y, 4 / 255, steps=3, step=1 / 255).numpy()
     assert np.abs(adv - x01).max() <= 4 / 255 + 1e-6 and np.abs(adv - x01).max() > 0
+
+
+def test_n_fgsm_is_not_projected_to_the_ball_and_is_seeded(tiny_model, batch):
+    """N-FGSM's noise of 2 eps plus a step of eps reaches past eps (up to 3 eps), stays in [0, 1], repeats under a seed."""
+    x, y = batch
+    eps = 4 / 255
+    logits = logit_fn(tiny_model)
+
+    def run(seed):
+        return n_fgsm(logits, tf.constant(x), tf.constant(y), eps, eps, seed=keras.random.SeedGenerator(seed)).numpy()
+
+    adv = run(1)
+    moved = np.abs(adv - x)
+    assert moved.max() <= 3 * eps + 1e-6 and moved.max() > 1.5 * eps  # beyond FGSM-RS's ball, within noise + step
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    assert np.array_equal(adv, run(1)) and not np.array_equal(adv, run(2))

@@ -1,5 +1,6 @@
 """Keras-native training: precision, early stopping, the adversarial step, checkpoints; and the evaluation helpers."""
 
+import dataclasses
 import json
 
 import keras
@@ -127,6 +128,52 @@ def test_adversarial_step_attacks_within_the_ramped_epsilon():
     assert moved[4:].max() == 0  # the clean half is untouched
     trainer.optimizer.iterations.assign(100)
     assert float(trainer.epsilon()) == pytest.approx(8 / 255)
+
+
+def test_n_fgsm_training_attacks_past_epsilon_on_the_attacked_share_only():
+    """method="n_fgsm": noise of 2 eps and a step of eps, not projected, so pixels move past eps (never past 3 eps)."""
+    set_determinism(0)
+    adv = Adversarial(epsilon=4 / 255, step=4 / 255, random_start=True, clean_fraction=0.5, method="n_fgsm")
+    trainer = Trainer(build_model(PARAMS), _config(adversarial=adv), steps_per_epoch=10)
+    x = tf.constant(np.random.default_rng(0).uniform(20, 235, (8, 32, 32, 3)).astype(np.float32))
+    y = tf.constant((np.arange(8) % 2).astype(np.float32))
+    moved = np.abs(trainer.attack(x, y).numpy() - x.numpy()) / 255
+    assert 4 / 255 * 1.5 < moved[:4].max() <= 12 / 255 + 1e-6
+    assert moved[4:].max() == 0
+
+
+def test_n_fgsm_fit_is_deterministic_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    """Two seeded N-FGSM runs agree; one killed after epoch 1 resumes to the uninterrupted run's weights."""
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise Killed
+
+    adv = Adversarial(epsilon=4 / 255, step=4 / 255, random_start=True, clean_fraction=0.5, method="n_fgsm",
+                      val_pgd_steps=1, val_subset=16)
+
+    def run(kill=False, **kw):
+        set_determinism(0)
+        with monkeypatch.context() as patch:
+            _add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
+            return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, adversarial=adv), **kw)
+
+    whole = run().model.get_weights()
+    again = run().model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(whole, again))
+    fgsm_rs = dataclasses.replace(adv, method="fgsm")
+    set_determinism(0)
+    other = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, adversarial=fgsm_rs)).model
+    assert not all(np.allclose(a, b) for a, b in zip(whole, other.get_weights()))  # the method changes the update
+    with pytest.raises(Killed):
+        run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
+    resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
+    assert resumed.resumed_at_epoch == 1
+    for a, b in zip(resumed.model.get_weights(), whole):
+        assert np.allclose(a, b, atol=1e-5)
 
 
 def test_a_checkpoint_of_other_settings_is_never_resumed(tmp_path):

@@ -1,4 +1,4 @@
-"""White-box L-inf attacks: FGSM (optionally with a random start) and PGD.
+"""White-box L-inf attacks: FGSM (optionally with a random start), N-FGSM and PGD.
 
 Attacks work on the 0-1 pixel scale: ``eps = 4/255`` moves each pixel by at most
 4 grey levels. The model sees ``x * 255`` (its contract is [0, 255] input).
@@ -7,7 +7,7 @@ exposes one, so gradients do not vanish when the sigmoid saturates (a source of
 false robustness). The loss and the input gradient are float32 even when the
 model computes in bfloat16.
 
-:func:`fgsm` and :func:`pgd` are the one implementation of each attack: the
+:func:`fgsm`, :func:`n_fgsm` and :func:`pgd` are the one implementation of each attack: the
 adversarial ``train_step`` calls them inside its graph, and :class:`Attacker`
 wraps them in compiled functions for evaluation.
 """
@@ -65,6 +65,16 @@ def fgsm(logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, trai
         start = x01
     delta = tf.clip_by_value(start - x01 + step * tf.sign(loss_gradient(logits, start, y, training)), -eps, eps)
     return tf.clip_by_value(x01 + delta, 0.0, 1.0)
+
+
+def n_fgsm(logits: LogitFn, x01, y, eps, step, seed=None, training: bool = False) -> tf.Tensor:
+    """N-FGSM (de Jorge et al. 2022): uniform noise of ``2 * eps``, one signed step of ``step``, no projection.
+
+    The perturbation can reach ``2 * eps + step`` (clipped only to [0, 1]); the paper uses
+    ``step = eps``. It costs one gradient, as :func:`fgsm` with a random start does.
+    """
+    start = tf.clip_by_value(x01 + _uniform(tf.shape(x01), 2.0 * eps, seed), 0.0, 1.0)
+    return tf.clip_by_value(start + step * tf.sign(loss_gradient(logits, start, y, training)), 0.0, 1.0)
 
 
 def pgd(logits: LogitFn, x01, y, eps, step, steps, seed=None) -> tf.Tensor:

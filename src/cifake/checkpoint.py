@@ -2,8 +2,9 @@
 
 :class:`EpochCheckpoint` is a Keras callback. After each epoch it writes, into a
 fresh folder that is renamed into place only when complete, the trainer's
-weights (network, optimizer moments, learning-rate step, RNG state), the
-early-stopping state with its best weights, and the history so far. A run
+weights (network, optimizer moments, learning-rate step), the states of its
+random-number generators, the early-stopping state with its best weights, and
+the history so far. A run
 killed at any moment therefore finds its last finished epoch intact.
 
 A checkpoint is tied to a ``fingerprint`` (a hash of the settings and inputs
@@ -74,6 +75,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.clear()
             return None
         trainer.load_weights(latest / WEIGHTS)
+        for generator, value in zip(seed_generators(trainer), state.get("seed_states", [])):
+            generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
         es = dict(state["early_stopping"])
         if (latest / BEST).is_file():
             with np.load(latest / BEST) as best:
@@ -105,6 +108,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "history": self.history,
             "early_stopping": {k: _plain(getattr(es, k)) for k in EARLY_STOPPING_FIELDS},
+            "seed_states": [g.state.numpy().tolist() for g in seed_generators(self.model)],
         }
         (tmp / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
@@ -117,6 +121,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def clear(self) -> None:
         """Remove every checkpoint of this run."""
         remove_checkpoints(self.directory)
+
+
+def seed_generators(model: keras.Model) -> list:
+    """The random-number generators of ``model`` and its layers (attack starts, dropout).
+
+    Keras' weight files leave their states out, so a checkpoint saves them itself:
+    a resumed run then draws what the uninterrupted run would have drawn.
+    """
+    return [g for layer in model._flatten_layers(include_self=True) for g in getattr(layer, "_seed_generators", [])]
 
 
 def remove_checkpoints(directory: str | Path) -> None:

@@ -148,6 +148,11 @@ class FinetuneParams(TrainParams):
         description="false: only the clean share of each batch gets everyday changes (the attacked share "
         "is attacked unchanged)",
     )
+    method: Literal["fgsm", "n_fgsm"] = Field(
+        default="fgsm",
+        description="fgsm: random-start FGSM projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of "
+        "2 epsilon and one step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)",
+    )
 
 
 class Corruption(_Section):

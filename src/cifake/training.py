@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifake.attacks import fgsm, logit_fn
+from cifake.attacks import fgsm, logit_fn, n_fgsm
 from cifake.batches import TrainingBatches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
@@ -81,6 +81,7 @@ class Adversarial:
     clean_fraction: float
     warmup_epochs: float = 0.0
     everyday_attacked: bool = True  # False: everyday changes go to the clean share of each batch only
+    method: str = "fgsm"  # "n_fgsm": noise of 2 epsilon, one step, no projection (de Jorge et al. 2022)
     val_pgd_steps: int = 10
     val_subset: int = 1000
 
@@ -165,14 +166,18 @@ class Trainer(keras.Model):
         return self.adv.epsilon * tf.minimum(1.0, done)
 
     def attack(self, x, y):
-        """Replace the first ``1 - clean_fraction`` of the batch by random-start FGSM examples."""
+        """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples."""
         n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - self.adv.clean_fraction)), tf.int32)
         eps = self.epsilon()
         step = eps * (self.adv.step / self.adv.epsilon)
-        x_adv = fgsm(
-            self.logits, x[:n_adv] / 255.0, y[:n_adv], eps, step,
-            random_start=self.adv.random_start, seed=self.seed_generator, training=True,
-        )
+        x01, y_adv = x[:n_adv] / 255.0, y[:n_adv]
+        if self.adv.method == "n_fgsm":
+            x_adv = n_fgsm(self.logits, x01, y_adv, eps, step, seed=self.seed_generator, training=True)
+        else:
+            x_adv = fgsm(
+                self.logits, x01, y_adv, eps, step,
+                random_start=self.adv.random_start, seed=self.seed_generator, training=True,
+            )
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
 
     def _loss(self, y, logits):
