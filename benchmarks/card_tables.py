@@ -18,7 +18,14 @@ from pathlib import Path
 
 from cifake.metrics import accuracy_interval
 
-TARGETS = {"accuracy": "≥ 96.0 %", "f1": "≥ 0.96", "pgd_eps2": "≥ 90 %", "pgd_eps4": "≥ 82 %", "mean": "≥ 90 %", "worst": "≥ 80 %"}
+TARGETS = {
+    "accuracy": "≥ 96.0 %",
+    "f1": "≥ 0.96",
+    "pgd_eps2": "≥ 90 %",
+    "pgd_eps4": "≥ 82 %",
+    "mean": "≥ 90 %",
+    "worst": "≥ 80 %",
+}
 
 
 def pct(acc: float, n: int | None = None) -> str:
@@ -80,8 +87,9 @@ def training_lines(folder: Path) -> list[str]:
         rate = sum(float(r["images_per_second"]) for r in rows) / len(rows)
         extra = f", PGD-10 {pct(summary['val_pgd_accuracy'])}" if "val_pgd_accuracy" in summary else ""
         lines.append(
-            f"- `{stage}`: {summary['epochs_run']} epochs in {seconds / 60:.1f} min ({rate:.0f} training img/s on average); "
-            f"best epoch {summary['best_epoch']}: validation {pct(summary['val_accuracy'])}{extra}; {summary['parameters']:,} parameters"
+            f"- `{stage}`: {summary['epochs_run']} epochs in {seconds / 60:.1f} min "
+            f"({rate:.0f} training img/s on average); best epoch {summary['best_epoch']}: "
+            f"validation {pct(summary['val_accuracy'])}{extra}; {summary['parameters']:,} parameters"
         )
     return lines
 
@@ -95,7 +103,9 @@ def main() -> int:
     out = [f"Data: {ev['dataset']}; {ev['test_images']} test images, {ev['attack_images']} attacked or changed.", ""]
     out += training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev) + [""]
     out.append(f"Test_dataset_2 ({t2['attack']}, against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}")
-    out.append(f"Competition score (0.4 × clean + 0.6 × Test_dataset_2, robust model): {100 * ev['competition_score']:.2f}")
+    out.append(
+        f"Competition score (0.4 × clean + 0.6 × Test_dataset_2, robust model): {100 * ev['competition_score']:.2f}"
+    )
     masking = {name: ev[f"{name}_model"]["gradient_masking_suspect_eps_255"] for name in ("clean", "robust")}
     out.append(f"Gradient-masking suspects (ε/255 where PGD > FGSM): {masking}")
     print("\n".join(out))

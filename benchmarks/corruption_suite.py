@@ -31,9 +31,16 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--condition", action="append", default=[], metavar="NAME=KIND:VALUE",
-                       help="a change to score instead of params.yaml's suite (repeatable)")
-    which.add_argument("--unseen", action="store_true", help="score the model card's unseen settings instead of the suite")
+    which.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="NAME=KIND:VALUE",
+        help="a change to score instead of params.yaml's suite (repeatable)",
+    )
+    which.add_argument(
+        "--unseen", action="store_true", help="score the model card's unseen settings instead of the suite"
+    )
     which.add_argument("--novel", action="store_true", help="score kinds of change no model was trained on instead")
     args = ap.parse_args()
 

@@ -70,8 +70,11 @@ def score(model, val, pick, args):
         adv = attack_images(attacker, x, y, method="pgd", eps=args.epsilon, steps=args.steps)
         robust &= correct(y, predict_proba(model, adv))
     clean = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
-    return {"val_clean": round(float(clean), 4), eps_key(f"pgd{args.steps}", args.epsilon): round(float(robust.mean()), 4),
-            "seconds": round(time.perf_counter() - start)}, robust
+    return {
+        "val_clean": round(float(clean), 4),
+        eps_key(f"pgd{args.steps}", args.epsilon): round(float(robust.mean()), 4),
+        "seconds": round(time.perf_counter() - start),
+    }, robust
 
 
 if __name__ == "__main__":

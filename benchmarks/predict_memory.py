@@ -45,18 +45,27 @@ def measure(folder: Path, output: Path) -> dict:
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "cifake.cli", "predict", str(folder), "-o", str(output)],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"cifake predict failed:\n{result.stderr[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if peak_kib <= before:  # ru_maxrss of children is a maximum over all children so far
-        print("warning: this run's peak did not exceed an earlier child's; run sizes in increasing order",
-              file=sys.stderr)
-    rows = sum(1 for _ in open(output, encoding="utf-8")) - 1
-    return {"images": rows, "peak_rss_mib": round(peak_kib / 1024, 1), "seconds": round(seconds, 1),
-            "images_per_s_incl_startup": round(rows / seconds, 1), "summary": result.stderr.strip().splitlines()[-1]}
+        print(
+            "warning: this run's peak did not exceed an earlier child's; run sizes in increasing order", file=sys.stderr
+        )
+    with open(output, encoding="utf-8") as fh:
+        rows = sum(1 for _ in fh) - 1
+    return {
+        "images": rows,
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "seconds": round(seconds, 1),
+        "images_per_s_incl_startup": round(rows / seconds, 1),
+        "summary": result.stderr.strip().splitlines()[-1],
+    }
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Predict throughput: `cifake predict` against a per-image loop and against decoding alone.
 
-    python benchmarks/predict_throughput.py FOLDER [--model PATH] [--loop-images 1000] [-o benchmarks/predict_throughput.json]
+    python benchmarks/predict_throughput.py FOLDER [--model PATH] [--loop-images 1000] \
+        [-o benchmarks/predict_throughput.json]
 
 FOLDER is any folder of images, e.g. the extracted CIFAKE `test/` (20 000 JPEGs). Measured in one run:
 (a) the per-image loop most CIFAKE projects use (open one file, `model.predict` on it alone), on the

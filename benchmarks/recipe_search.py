@@ -31,15 +31,42 @@ from _results import emit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BASE_MODEL = {"architecture": "resnet", "widths": [16, 32, 64], "blocks_per_stage": 2, "dense_units": 64,
-              "dropout": 0.2, "stem_stride": 1}
+BASE_MODEL = {
+    "architecture": "resnet",
+    "widths": [16, 32, 64],
+    "blocks_per_stage": 2,
+    "dense_units": 64,
+    "dropout": 0.2,
+    "stem_stride": 1,
+}
 STEM2 = {**BASE_MODEL, "widths": [64, 128, 256], "blocks_per_stage": 1, "stem_stride": 2, "dropout": 0.1}
-BASE = {"model": BASE_MODEL, "precision": "float32", "everyday": 0.0, "clean_epochs": 4, "adv_epochs": 6,
-        "clean_fraction": 0.0, "warmup_epochs": 0.0, "label_smoothing": 0.0, "lr": 2.0e-3, "adv_lr": 1.0e-3,
-        "ema": 0.0, "epsilon": 4 / 255, "adv_everyday": None, "ranges": None,
-        "everyday_attacked": True, "method": "fgsm", "step_ratio": 1.25}
-FGH = {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5, "warmup_epochs": 2.0,
-       "label_smoothing": 0.1}
+BASE = {
+    "model": BASE_MODEL,
+    "precision": "float32",
+    "everyday": 0.0,
+    "clean_epochs": 4,
+    "adv_epochs": 6,
+    "clean_fraction": 0.0,
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+    "lr": 2.0e-3,
+    "adv_lr": 1.0e-3,
+    "ema": 0.0,
+    "epsilon": 4 / 255,
+    "adv_everyday": None,
+    "ranges": None,
+    "everyday_attacked": True,
+    "method": "fgsm",
+    "step_ratio": 1.25,
+}
+FGH = {
+    "model": STEM2,
+    "precision": "mixed_bfloat16",
+    "everyday": 0.5,
+    "clean_fraction": 0.5,
+    "warmup_epochs": 2.0,
+    "label_smoothing": 0.1,
+}
 
 # wider than cifake.corruptions.TRAINING_RANGES (brightness +-40, contrast 0.6-1.4); other kinds keep theirs
 WIDE_INTENSITY = {"brightness": (-64.0, 64.0), "contrast": (0.4, 1.6)}
@@ -50,16 +77,27 @@ RECIPES = {
     "A_base": {},
     "B_base_everyday": {"everyday": 0.5},
     "C_stem2_bf16_everyday": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5},
-    "D_r32-64-128x1_bf16_everyday": {"model": {**BASE_MODEL, "widths": [32, 64, 128], "blocks_per_stage": 1},
-                                     "precision": "mixed_bfloat16", "everyday": 0.5},
-    "E_vgg64-128-256_bf16_everyday": {"model": {**BASE_MODEL, "architecture": "vgg", "widths": [64, 128, 256],
-                                                "blocks_per_stage": 1, "dropout": 0.1},
-                                      "precision": "mixed_bfloat16", "everyday": 0.5},
+    "D_r32-64-128x1_bf16_everyday": {
+        "model": {**BASE_MODEL, "widths": [32, 64, 128], "blocks_per_stage": 1},
+        "precision": "mixed_bfloat16",
+        "everyday": 0.5,
+    },
+    "E_vgg64-128-256_bf16_everyday": {
+        "model": {**BASE_MODEL, "architecture": "vgg", "widths": [64, 128, 256], "blocks_per_stage": 1, "dropout": 0.1},
+        "precision": "mixed_bfloat16",
+        "everyday": 0.5,
+    },
     "F_stem2_halfclean": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_fraction": 0.5},
     "G_stem2_warmup": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "warmup_epochs": 2.0},
     "H_stem2_smooth": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "label_smoothing": 0.1},
-    "I_stem2_adv_only": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5, "clean_epochs": 0,
-                         "adv_epochs": 10, "adv_lr": 2.0e-3},
+    "I_stem2_adv_only": {
+        "model": STEM2,
+        "precision": "mixed_bfloat16",
+        "everyday": 0.5,
+        "clean_epochs": 0,
+        "adv_epochs": 10,
+        "adv_lr": 2.0e-3,
+    },
     "J_stem2_f32_everyday": {"model": STEM2, "everyday": 0.5},
     "K_stem2_fgh": FGH,
     "L_stem2_fgh_ema": {**FGH, "ema": 0.99},
@@ -71,10 +109,11 @@ RECIPES = {
     "P1_fgh_everyday1_adv": {**FGH, "adv_everyday": 1.0},
     "P2_fgh_wide_intensity": {**FGH, "ranges": WIDE_INTENSITY},
     "P3_fgh_wide_everyday1_adv": P3,
-    # 2026-11-27 afternoon: P3's cost on the full data was clean accuracy; does an everyday-change-heavy clean phase help?
+    # 2026-11-27 afternoon: P3's cost on the full data was clean accuracy;
+    # does an everyday-change-heavy clean phase help?
     "Q_fgh_wide_everyday1_both": {**P3, "everyday": 1.0},
-    # 2026-11-27 evening: P3 with its everyday changes on the clean half of each fine-tuning batch only (as many as K's):
-    # is attacking unchanged images what costs less clean accuracy?
+    # 2026-11-27 evening: P3 with its everyday changes on the clean half of each fine-tuning batch only
+    # (as many as K's): is attacking unchanged images what costs less clean accuracy?
     "R_fgh_wide_everyday1_clean_half": {**P3, "everyday_attacked": False},
     # R's clean phase is P3's, yet its clean model scored 90.1 against P3's 90.4 on another machine: P3 again,
     # beside R, to see how far a rerun moves the figures
@@ -83,7 +122,8 @@ RECIPES = {
     "S1_p3_blocks211": {**P3, "model": {**STEM2, "blocks_per_stage": [2, 1, 1]}},
     "S2_p3_48-96-192x2": {**P3, "model": {**STEM2, "widths": [48, 96, 192], "blocks_per_stage": 2}},
     # sharpening, a kind no model was trained on, is every model's weakest novel change (reals read as fake):
-    # P3 again, now scored on the novel kinds too, and P3 with sharpening added to the draw (both phases, as P3's ranges)
+    # P3 again, now scored on the novel kinds too, and P3 with sharpening added to the draw
+    # (both phases, as P3's ranges)
     "T0_p3_novel_scored": P3,
     "T1_p3_sharpen": {**P3, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}},
     # 2026-12-01: untried ideas of the detector issue, each beside a P3 rerun made in the same session.
@@ -92,9 +132,17 @@ RECIPES = {
     "U1_p3_nfgsm": {**P3, "method": "n_fgsm", "step_ratio": 1.0},
 }
 
-SUITE = {"jpeg_q50": ("jpeg", 50), "jpeg_q75": ("jpeg", 75), "noise_8": ("noise", 8), "blur_0.5": ("blur", 0.5),
-         "blur_1.0": ("blur", 1.0), "resize_24": ("resize", 24), "resize_128": ("resize", 128),
-         "brightness_+20": ("brightness", 20), "brightness_-20": ("brightness", -20)}
+SUITE = {
+    "jpeg_q50": ("jpeg", 50),
+    "jpeg_q75": ("jpeg", 75),
+    "noise_8": ("noise", 8),
+    "blur_0.5": ("blur", 0.5),
+    "blur_1.0": ("blur", 1.0),
+    "resize_24": ("resize", 24),
+    "resize_128": ("resize", 128),
+    "brightness_+20": ("brightness", 20),
+    "brightness_-20": ("brightness", -20),
+}
 
 
 def subset(split, n, seed):
@@ -110,21 +158,34 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     import keras
 
     from cifake.config import ModelParams
+    from cifake.determinism import set_determinism
     from cifake.evaluation import attack_sweep, corruption_scores
     from cifake.metrics import classification_metrics
     from cifake.model import build_model, predict_proba
-    from cifake.determinism import set_determinism
     from cifake.training import Adversarial, FitConfig, fit
 
     r = {**BASE, **recipe}
     set_determinism(seed)
-    common = dict(batch_size=128, weight_decay=5.0e-4, patience=100, augment=True, seed=seed, precision=r["precision"],
-                  everyday_ranges=r["ranges"], label_smoothing=r["label_smoothing"], ema=r["ema"])
+    common = dict(
+        batch_size=128,
+        weight_decay=5.0e-4,
+        patience=100,
+        augment=True,
+        seed=seed,
+        precision=r["precision"],
+        everyday_ranges=r["ranges"],
+        label_smoothing=r["label_smoothing"],
+        ema=r["ema"],
+    )
     adv_everyday = r["everyday"] if r["adv_everyday"] is None else r["adv_everyday"]
     model = build_model(ModelParams(**r["model"]))
     # CPU time compares only between recipes run on one machine on one day (rates swing 2-4x between days)
-    out = {"recipe": name, "measured": time.strftime("%Y-%m-%d %H:%M"), "settings": r,
-           "parameters": int(model.count_params())}
+    out = {
+        "recipe": name,
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+        "settings": r,
+        "parameters": int(model.count_params()),
+    }
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if r["clean_epochs"]:
         config = FitConfig(epochs=r["clean_epochs"], learning_rate=r["lr"], everyday=r["everyday"], **common)
@@ -133,21 +194,34 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     clean_model = keras.models.clone_model(model)  # fit trains a float32 model in place
     clean_model.set_weights(model.get_weights())
     # training epsilon (evaluation stays at 2/255 and 4/255); step 1.25 epsilon (Wong et al. 2020) unless set
-    adv = Adversarial(epsilon=r["epsilon"], step=r["step_ratio"] * r["epsilon"], random_start=True, method=r["method"],
-                      clean_fraction=r["clean_fraction"], warmup_epochs=r["warmup_epochs"], val_subset=500,
-                      everyday_attacked=r["everyday_attacked"])
-    config = FitConfig(epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common)
+    adv = Adversarial(
+        epsilon=r["epsilon"],
+        step=r["step_ratio"] * r["epsilon"],
+        random_start=True,
+        method=r["method"],
+        clean_fraction=r["clean_fraction"],
+        warmup_epochs=r["warmup_epochs"],
+        val_subset=500,
+        everyday_attacked=r["everyday_attacked"],
+    )
+    config = FitConfig(
+        epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common
+    )
     robust = fit(model, data["train"], data["val"], config).model
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
     out["wall_seconds"] = time.perf_counter() - wall0
     test, attack = data["test"], data["attack"]
     for label, m in (("clean_model", clean_model), ("robust_model", robust)):
-        scores = {"clean_accuracy": classification_metrics(test.y, predict_proba(m, test.x))["accuracy"],
-                  "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed),
-                  "unseen": corruption_scores(m, test.x, test.y, UNSEEN, seed),
-                  "novel": corruption_scores(m, test.x, test.y, NOVEL, seed)}
+        scores = {
+            "clean_accuracy": classification_metrics(test.y, predict_proba(m, test.x))["accuracy"],
+            "corruptions": corruption_scores(m, test.x, test.y, SUITE, seed),
+            "unseen": corruption_scores(m, test.x, test.y, UNSEEN, seed),
+            "novel": corruption_scores(m, test.x, test.y, NOVEL, seed),
+        }
         if label == "robust_model":
-            scores["attacks"] = attack_sweep(m, attack.x, attack.y, [2 / 255, 4 / 255], pgd_steps=10, step_fraction=0.25)
+            scores["attacks"] = attack_sweep(
+                m, attack.x, attack.y, [2 / 255, 4 / 255], pgd_steps=10, step_fraction=0.25
+            )
         out[label] = scores
     return out
 
@@ -162,9 +236,12 @@ def unseen(scores: dict) -> str:
 
 def table(lines: list[dict]) -> str:
     """The results as a markdown table (figures in %), best PGD-10 at 4/255 first."""
-    head = ("| recipe | params | CPU min (clean + adv) | clean model | robust: clean | PGD-10 2/255 | PGD-10 4/255 "
-            "| FGSM 4/255 | everyday mean / worst (robust) | unseen mean / worst (robust) | PGD-4 points per CPU-min |\n|"
-            + "---|" * 11)
+    head = (
+        "| recipe | params | CPU min (clean + adv) | clean model | robust: clean | PGD-10 2/255 | PGD-10 4/255 "
+        "| FGSM 4/255 | everyday mean / worst (robust) | unseen mean / worst (robust) | PGD-4 points per CPU-min |\n|"
+        + "---|"
+        * 11
+    )
     rows = []
     for r in sorted(lines, key=lambda r: -r["robust_model"]["attacks"]["pgd_eps4"]["accuracy"]):
         rob, attacks = r["robust_model"], r["robust_model"]["attacks"]
@@ -198,15 +275,20 @@ def main() -> int:
 
     from cifake.dataset import Split
 
-    lines = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.is_file() else []
+    lines = (
+        [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.is_file() else []
+    )
     if args.table:
         print(table(lines))
         return 0
     done = {r["recipe"] for r in lines}
     test = subset(Split.load(args.data / "test.npz"), args.test_images, args.seed)
-    data = {"train": subset(Split.load(args.data / "train.npz"), args.train_images, args.seed),
-            "val": subset(Split.load(args.data / "val.npz"), 2000, args.seed),
-            "test": test, "attack": subset(test, args.attack_images, args.seed + 1)}
+    data = {
+        "train": subset(Split.load(args.data / "train.npz"), args.train_images, args.seed),
+        "val": subset(Split.load(args.data / "val.npz"), 2000, args.seed),
+        "test": test,
+        "attack": subset(test, args.attack_images, args.seed + 1),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.recipes.split(","):
         if name in done:

@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def timed_repro(clone: Path, env: dict) -> tuple[float, dict[str, float]]:
     """Run `dvc repro` in ``clone``; return its wall time and the seconds spent in each stage."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     start = last = time.perf_counter()
     stages, current, output = {}, None, []
@@ -48,8 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/repro_time.json"))
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "cifake"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

@@ -28,8 +28,13 @@ def run(script: str, *args: str) -> dict:
 
 def target(name: str, value: float, goal: float, higher_is_better: bool = True) -> dict:
     met = value >= goal if higher_is_better else value <= goal
-    return {"target": name, "value": value, "goal": goal, "met": met,
-            "missed_by": 0.0 if met else round(abs(goal - value), 3)}
+    return {
+        "target": name,
+        "value": value,
+        "goal": goal,
+        "met": met,
+        "missed_by": 0.0 if met else round(abs(goal - value), 3),
+    }
 
 
 def main() -> None:
@@ -50,8 +55,10 @@ def main() -> None:
             target("fresh-clone dvc repro on the sample, seconds", repro["first_repro_seconds"], 180, False),
         ],
         "predict_images_per_s": throughput["cifake_predict_images_per_s"],
-        "training": {name: {k: v for k, v in row.items() if k.endswith("_per_s") or k.startswith("minutes")}
-                     for name, row in training["architectures"].items()},
+        "training": {
+            name: {k: v for k, v in row.items() if k.endswith("_per_s") or k.startswith("minutes")}
+            for name, row in training["architectures"].items()
+        },
         "files": ["predict_throughput.json", "predict_memory.json", "train_throughput.json", "repro_time.json"],
     }
     args.output.write_text(json.dumps(summary, indent=2) + "\n")

@@ -23,16 +23,23 @@ import numpy as np
 
 ARCHITECTURES = {  # name -> model section; the first two are the choices params.yaml offers by default
     "seed_cnn 32-64": dict(architecture="seed_cnn", widths=(32, 64), blocks_per_stage=1, dense_units=64, dropout=0.2),
-    "resnet 16-32-64": dict(architecture="resnet", widths=(16, 32, 64), blocks_per_stage=2, dense_units=64, dropout=0.2),
-    "resnet 32-64-128": dict(architecture="resnet", widths=(32, 64, 128), blocks_per_stage=2, dense_units=64, dropout=0.2),
+    "resnet 16-32-64": dict(
+        architecture="resnet", widths=(16, 32, 64), blocks_per_stage=2, dense_units=64, dropout=0.2
+    ),
+    "resnet 32-64-128": dict(
+        architecture="resnet", widths=(32, 64, 128), blocks_per_stage=2, dense_units=64, dropout=0.2
+    ),
     # the full runs' stride-2-stem network (1.23 M params) and the same with two blocks per stage; only with --arch
-    "resnet stem2 64-128-256 x1": dict(architecture="resnet", widths=(64, 128, 256), blocks_per_stage=1,
-                                       stem_stride=2, dense_units=64, dropout=0.1),
-    "resnet stem2 64-128-256 x2": dict(architecture="resnet", widths=(64, 128, 256), blocks_per_stage=2,
-                                       stem_stride=2, dense_units=64, dropout=0.1),
+    "resnet stem2 64-128-256 x1": dict(
+        architecture="resnet", widths=(64, 128, 256), blocks_per_stage=1, stem_stride=2, dense_units=64, dropout=0.1
+    ),
+    "resnet stem2 64-128-256 x2": dict(
+        architecture="resnet", widths=(64, 128, 256), blocks_per_stage=2, stem_stride=2, dense_units=64, dropout=0.1
+    ),
     # ResNet-18's widths and depth (11.2 M params), the size of the published references; only with --arch
-    "resnet 64-128-256-512": dict(architecture="resnet", widths=(64, 128, 256, 512), blocks_per_stage=2,
-                                  dense_units=64, dropout=0.2),
+    "resnet 64-128-256-512": dict(
+        architecture="resnet", widths=(64, 128, 256, 512), blocks_per_stage=2, dense_units=64, dropout=0.2
+    ),
 }
 DEFAULT_ARCHITECTURES = ["seed_cnn 32-64", "resnet 16-32-64", "resnet 32-64-128"]
 
@@ -57,17 +64,25 @@ def main() -> None:
 
     from cifake.attacks import Attacker, attack_images
     from cifake.config import ModelParams, load_params
-    from cifake.model import build_model
     from cifake.determinism import set_determinism
+    from cifake.model import build_model
     from cifake.training import Adversarial, FitConfig, fit
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4096, help="training images per epoch")
     parser.add_argument("--attack-images", type=int, default=512)
-    parser.add_argument("--arch", action="append", choices=list(ARCHITECTURES),
-                        help=f"architectures to measure (repeatable; default: {', '.join(DEFAULT_ARCHITECTURES)})")
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
-                        help="training precision (attacks in the saved float32 model, as evaluate runs them)")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        choices=list(ARCHITECTURES),
+        help=f"architectures to measure (repeatable; default: {', '.join(DEFAULT_ARCHITECTURES)})",
+    )
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_bfloat16"],
+        help="training precision (attacks in the saved float32 model, as evaluate runs them)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/train_throughput.json"))
     args = parser.parse_args()
 
@@ -75,8 +90,14 @@ def main() -> None:
     ft, ev = params.fgsm_finetune, params.evaluate
     train, source = _images(args.images, params.seed)
     val = type(train)(x=train.x[:256], y=train.y[:256], names=train.names[:256])
-    adversarial = Adversarial(epsilon=ft.epsilon, step=ft.step, random_start=ft.random_start,
-                              clean_fraction=ft.clean_fraction, val_pgd_steps=1, val_subset=64)
+    adversarial = Adversarial(
+        epsilon=ft.epsilon,
+        step=ft.step,
+        random_start=ft.random_start,
+        clean_fraction=ft.clean_fraction,
+        val_pgd_steps=1,
+        val_subset=64,
+    )
     results = {}
     for name in args.arch or DEFAULT_ARCHITECTURES:
         spec = ARCHITECTURES[name]
@@ -84,9 +105,17 @@ def main() -> None:
         model = build_model(ModelParams(**spec))
         row = {"parameters": int(model.count_params())}
         for mode, adv in (("clean", None), ("adversarial", adversarial)):
-            config = FitConfig(epochs=2, batch_size=params.train.batch_size, learning_rate=1e-3, weight_decay=0.0,
-                               patience=10, augment=True, seed=params.seed, adversarial=adv,
-                               precision=args.precision)
+            config = FitConfig(
+                epochs=2,
+                batch_size=params.train.batch_size,
+                learning_rate=1e-3,
+                weight_decay=0.0,
+                patience=10,
+                augment=True,
+                seed=params.seed,
+                adversarial=adv,
+                precision=args.precision,
+            )
             result = fit(model, train, val, config)
             model, history = result.model, result.history
             row[f"train_{mode}_images_per_s"] = round(history[-1]["images_per_second"], 1)
@@ -105,12 +134,12 @@ def main() -> None:
 
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-                   f"TensorFlow {tf.__version__}",
+        f"TensorFlow {tf.__version__}",
         "images": source,
         "batch_size": params.train.batch_size,
         "precision": args.precision,
         "adversarial": f"random-start FGSM eps={ft.epsilon:.4f} step={ft.step:.4f}, "
-                       f"{1 - ft.clean_fraction:.0%} of each batch attacked",
+        f"{1 - ft.clean_fraction:.0%} of each batch attacked",
         "architectures": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

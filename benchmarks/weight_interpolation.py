@@ -49,7 +49,9 @@ def main() -> int:
     from cifake.model import load_model, predict_proba
 
     val = Split.load(args.data / "val.npz")
-    pick = np.sort(np.random.default_rng(args.seed).choice(len(val.y), min(args.attack_images, len(val.y)), replace=False))
+    pick = np.sort(
+        np.random.default_rng(args.seed).choice(len(val.y), min(args.attack_images, len(val.y)), replace=False)
+    )
     model = load_model(args.robust)  # interpolated in place; the attacker follows its weights
     robust, other = model.get_weights(), load_model(args.other).get_weights()
     if [w.shape for w in robust] != [w.shape for w in other]:
@@ -57,17 +59,25 @@ def main() -> int:
     attacker = Attacker(model)
     for alpha in (float(a) for a in args.alphas.split(",")):
         start = time.perf_counter()
-        model.set_weights([(1 - alpha) * r + alpha * o for r, o in zip(robust, other)])
+        model.set_weights([(1 - alpha) * r + alpha * o for r, o in zip(robust, other, strict=False)])
         clean_acc = classification_metrics(val.y, predict_proba(model, val.x))["accuracy"]
         adv = attack_images(attacker, val.x[pick], val.y[pick], method="pgd", eps=args.epsilon, steps=10)
         pgd_acc = classification_metrics(val.y[pick], predict_proba(model, adv))["accuracy"]
-        row = {"tag": args.tag, "alpha_clean": alpha, "val_clean": round(float(clean_acc), 4),
-               "val_images": len(val.y), eps_key("val_pgd10", args.epsilon): round(float(pgd_acc), 4),
-               "attack_images": len(pick)}
+        row = {
+            "tag": args.tag,
+            "alpha_clean": alpha,
+            "val_clean": round(float(clean_acc), 4),
+            "val_images": len(val.y),
+            eps_key("val_pgd10", args.epsilon): round(float(pgd_acc), 4),
+            "attack_images": len(pick),
+        }
         if args.unseen:
             u = corruption_scores(model, val.x[pick], val.y[pick], UNSEEN, args.seed)
-            row["val_unseen"] = {"mean": round(u["mean"], 4), "worst": round(u["worst"], 4),
-                                 **{k: round(v, 4) for k, v in u["accuracy"].items()}}
+            row["val_unseen"] = {
+                "mean": round(u["mean"], 4),
+                "worst": round(u["worst"], 4),
+                **{k: round(v, 4) for k, v in u["accuracy"].items()},
+            }
         row["seconds"] = round(time.perf_counter() - start, 1)
         emit(row, args.out)
     return 0

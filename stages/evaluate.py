@@ -17,6 +17,7 @@ from cifake.evaluation import competition_score, score_model
 from cifake.fileio import read_json, sha256_file, write_json, write_rows
 from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
 from cifake.model import load_model, predict_proba
+from cifake.outbox import send_waiting
 from cifake.report import (
     adversarial_grid,
     confusion_rows,
@@ -32,6 +33,7 @@ MODELS = {"clean": Path("models/model.keras"), "robust": Path("models/model_robu
 PLOTS = Path("metrics/plots")
 OUT = Path("metrics/evaluate.json")
 SUMMARY = Path("metrics/summary.json")
+OUTBOX = Path("checkpoints/mlflow-outbox")  # what the training stages could not send to MLflow (see runs.py)
 
 
 def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
@@ -46,8 +48,15 @@ def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
         write_rows(PLOTS / f"roc_{name}_model.csv", roc_points(test.y, p_clean))
         write_rows(PLOTS / f"pr_{name}_model.csv", pr_points(test.y, p_clean))
         x_show = keep[picture_eps][shown]
-        grid.append((f"{name}, PGD {picture_eps * 255:.0f}/255", test.x[subset][shown], x_show,
-                     p_clean[subset][shown], predict_proba(model, x_show)))
+        grid.append(
+            (
+                f"{name}, PGD {picture_eps * 255:.0f}/255",
+                test.x[subset][shown],
+                x_show,
+                p_clean[subset][shown],
+                predict_proba(model, x_show),
+            )
+        )
         results[name] = (scores, model, p_clean)
     return results, (grid, test.y[subset][shown])
 
@@ -65,8 +74,10 @@ def main() -> None:
         test2 = load_test_folder(TEST2)
         p2 = predict_proba(results["robust"][1], test2.x.astype(np.float32), ev.batch_size)
         p = params.perturb
-        test2_scores = {"attack": f"pgd-{p.pgd_steps} eps={p.epsilon:.6f} ({p.epsilon * 255:.2f}/255)",
-                        **classification_metrics(test2.y, p2)}
+        test2_scores = {
+            "attack": f"pgd-{p.pgd_steps} eps={p.epsilon:.6f} ({p.epsilon * 255:.2f}/255)",
+            **classification_metrics(test2.y, p2),
+        }
         out = {
             "dataset": describe_dataset(meta["dataset"]),
             "test_images": int(len(test.y)),
@@ -85,8 +96,10 @@ def main() -> None:
     for name in MODELS:
         clean = out[f"{name}_model"]["clean"]
         print(f"evaluate: {name} model: clean accuracy {clean['accuracy']:.4f}, F1 {clean['f1']:.4f}")
-    print(f"evaluate: test_dataset_2 accuracy {test2_scores['accuracy']:.4f}; "
-          f"competition score {out['competition_score']:.4f}")
+    print(
+        f"evaluate: test_dataset_2 accuracy {test2_scores['accuracy']:.4f}; "
+        f"competition score {out['competition_score']:.4f}"
+    )
 
 
 def write_plots(out, results, test, test2, p2, grid, shown_y, epsilons) -> None:
@@ -100,10 +113,18 @@ def write_plots(out, results, test, test2, p2, grid, shown_y, epsilons) -> None:
 
 
 def describe_versions(params, out) -> None:
-    """Add the test figures to the descriptions of the two registered versions."""
+    """Add the test figures to the descriptions of the two registered versions.
+
+    First sends what a training stage left in the outbox (its server was down), so that its version exists.
+    """
+    _, left = send_waiting(OUTBOX)
+    for outbox in left:
+        print(f"evaluate: still not sent to MLflow ({outbox.problem}): {outbox.waiting()}; run `cifake sync-tracking`")
     summaries = {
         sha256_file(path): evaluation_summary(
-            out[f"{name}_model"], out["attack_images"], out["pgd_steps"],
+            out[f"{name}_model"],
+            out["attack_images"],
+            out["pgd_steps"],
             out["test_dataset_2"] if name == "robust" else None,
         )
         for name, path in MODELS.items()

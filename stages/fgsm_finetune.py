@@ -9,11 +9,12 @@ from pathlib import Path
 from cifake.config import load_params
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
+from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
 from cifake.fileio import read_json, sha256_file
 from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import adversarial_config, distribution_strategy, fit_config
+from cifake.training import adversarial_config, fit_config
 
 PROCESSED = Path("data/processed")
 CLEAN_MODEL = Path("models/model.keras")
@@ -22,6 +23,7 @@ FILES = RunFiles(
     metrics=Path("metrics/finetune.json"),
     history=Path("metrics/plots/finetune_history.csv"),
     checkpoints=Path("checkpoints/fgsm_finetune"),
+    outbox=Path("checkpoints/mlflow-outbox"),  # MLflow records a stopped server missed: `cifake sync-tracking`
 )
 
 
@@ -36,10 +38,19 @@ def main() -> None:
     with strategy.scope():
         model, flip_average = without_flip_average(load_model(CLEAN_MODEL))
     train_and_register(
-        model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
-        stage="fgsm_finetune", stage_params=stage_params, meta=meta, files=FILES,
-        experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias="champion",
-        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL)),
+        model,
+        Split.load(PROCESSED / "train.npz"),
+        Split.load(PROCESSED / "val.npz"),
+        config,
+        stage="fgsm_finetune",
+        stage_params=stage_params,
+        meta=meta,
+        files=FILES,
+        experiment=params.tracking.experiment,
+        registered_model=params.tracking.registered_model,
+        alias="champion",
+        strategy=strategy,
+        key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL)),
         flip_average=flip_average,
     )
 

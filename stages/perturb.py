@@ -23,8 +23,15 @@ def main() -> None:
     p = params.perturb
     set_determinism(params.seed)
     test = Split.load(TEST)
-    x2 = perturb(load_model(MODEL), test.x, test.y, eps=p.epsilon, steps=p.pgd_steps,
-                 step_fraction=p.pgd_step_fraction, batch_size=p.batch_size)
+    x2 = perturb(
+        load_model(MODEL),
+        test.x,
+        test.y,
+        eps=p.epsilon,
+        steps=p.pgd_steps,
+        step_fraction=p.pgd_step_fraction,
+        batch_size=p.batch_size,
+    )
     names = [str(Path(n).with_suffix(".png")) for n in test.names]
     write_test_folder(OUT, names, [png_bytes(img) for img in x2], test.y)
     print(f"perturb: {len(names)} images under PGD-{p.pgd_steps} eps={p.epsilon * 255:.2f}/255 -> {OUT}")

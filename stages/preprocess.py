@@ -21,8 +21,10 @@ def main() -> None:
     report = {"dataset": source, **report}
     write_json("data/processed/meta.json", report)
     write_json("metrics/data.json", report)
-    print(f"preprocess: {report['images']}, unreadable {report['unreadable']}, "
-          f"duplicate groups {report['duplicate_groups']}, test images also in train {report['test_in_train']}")
+    print(
+        f"preprocess: {report['images']}, unreadable {report['unreadable']}, "
+        f"duplicate groups {report['duplicate_groups']}, test images also in train {report['test_in_train']}"
+    )
 
 
 if __name__ == "__main__":

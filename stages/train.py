@@ -5,11 +5,12 @@ from pathlib import Path
 from cifake.config import load_params
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
+from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
 from cifake.fileio import read_json
 from cifake.model import build_model
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import distribution_strategy, fit_config
+from cifake.training import fit_config
 
 PROCESSED = Path("data/processed")
 FILES = RunFiles(
@@ -17,6 +18,7 @@ FILES = RunFiles(
     metrics=Path("metrics/train.json"),
     history=Path("metrics/plots/train_history.csv"),
     checkpoints=Path("checkpoints/train"),
+    outbox=Path("checkpoints/mlflow-outbox"),  # MLflow records a stopped server missed: `cifake sync-tracking`
 )
 
 
@@ -30,10 +32,20 @@ def main() -> None:
     with strategy.scope():
         model = build_model(params.model)
     train_and_register(
-        model, Split.load(PROCESSED / "train.npz"), Split.load(PROCESSED / "val.npz"), config,
-        stage="train", stage_params=stage_params, meta=meta, files=FILES,
-        experiment=params.tracking.experiment, registered_model=params.tracking.registered_model, alias=None,
-        strategy=strategy, key=fingerprint(stage_params, meta["dataset_sha256"]), flip_average=params.model.flip_average,
+        model,
+        Split.load(PROCESSED / "train.npz"),
+        Split.load(PROCESSED / "val.npz"),
+        config,
+        stage="train",
+        stage_params=stage_params,
+        meta=meta,
+        files=FILES,
+        experiment=params.tracking.experiment,
+        registered_model=params.tracking.registered_model,
+        alias=None,
+        strategy=strategy,
+        key=fingerprint(stage_params, meta["dataset_sha256"]),
+        flip_average=params.model.flip_average,
     )
 
 

@@ -46,7 +46,9 @@ def tiny_model():
     from cifake.model import build_model
 
     keras.utils.set_random_seed(0)
-    return build_model(ModelParams(architecture="seed_cnn", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0))
+    return build_model(
+        ModelParams(architecture="seed_cnn", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +84,10 @@ def copy_project(dest: Path, overrides: dict[tuple[str, ...], object]) -> None:
 
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     for name in filter(None, files):
         src = ROOT / name

@@ -1,9 +1,8 @@
 """Attacks stay in the eps-ball and in [0, 1], and actually hurt an undefended model."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
 from cifake.attacks import Attacker, attack_images, logit_fn, n_fgsm
@@ -80,7 +79,7 @@ def test_models_without_a_logit_layer_can_be_attacked(batch):
 
 
 def test_n_fgsm_is_not_projected_to_the_ball_and_is_seeded(tiny_model, batch):
-    """N-FGSM's noise of 2 eps plus a step of eps reaches past eps (up to 3 eps), stays in [0, 1], repeats under a seed."""
+    """N-FGSM's noise of 2 eps plus a step of eps reaches past eps (up to 3 eps), in [0, 1], repeatable by seed."""
     x, y = batch
     eps = 4 / 255
     logits = logit_fn(tiny_model)

@@ -58,8 +58,9 @@ def test_everyday_ranges_replace_the_named_kinds_only(data):
     default = TrainingBatches(x, y, 32, seed=0, augment=False, everyday=1.0)
     # the same draws of kind: where the default drew brightness, this one subtracted 50 levels
     changed = [i for i in range(32) if not np.array_equal(b[1][0][i], default[1][0][i])]
-    assert changed and all(np.array_equal(b[1][0][i], np.clip(x[np.sort(b.order(0)[32:64])][i] - 50.0, 0, 255))
-                           for i in changed)
+    assert changed and all(
+        np.array_equal(b[1][0][i], np.clip(x[np.sort(b.order(0)[32:64])][i] - 50.0, 0, 255)) for i in changed
+    )
 
 
 def test_the_unchanged_share_of_each_batch_gets_no_everyday_change(data):
@@ -69,7 +70,7 @@ def test_the_unchanged_share_of_each_batch_gets_no_everyday_change(data):
         out, source = b[i][0], x[np.sort(b.order(0)[i * 32 : (i + 1) * 32])].astype(np.float32)
         start = len(out) // 4
         assert np.array_equal(out[:start], source[:start])
-        changed = [not np.array_equal(a, s) for a, s in zip(out[start:], source[start:])]
+        changed = [not np.array_equal(a, s) for a, s in zip(out[start:], source[start:], strict=True)]
         assert sum(changed) >= 0.8 * len(changed)
     # none unchanged: the same batches as without the setting (a resumed run of an older version sees them too)
     plain = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5)

@@ -7,9 +7,24 @@ from cifake.corruptions import CORRUPTIONS, TRAINING_RANGES, corrupt, random_eve
 
 pytestmark = pytest.mark.data
 
-SUITE = [("jpeg", 50), ("jpeg", 75), ("noise", 8), ("blur", 0.5), ("blur", 1.0), ("resize", 24), ("resize", 128),
-         ("brightness", 20), ("brightness", -20), ("contrast", 1.3), ("gamma", 0.6), ("saturation", 0.3),
-         ("sharpen", 150), ("rotate", 5), ("zoom", 26), ("webp", 50)]
+SUITE = [
+    ("jpeg", 50),
+    ("jpeg", 75),
+    ("noise", 8),
+    ("blur", 0.5),
+    ("blur", 1.0),
+    ("resize", 24),
+    ("resize", 128),
+    ("brightness", 20),
+    ("brightness", -20),
+    ("contrast", 1.3),
+    ("gamma", 0.6),
+    ("saturation", 0.3),
+    ("sharpen", 150),
+    ("rotate", 5),
+    ("zoom", 26),
+    ("webp", 50),
+]
 
 
 def test_the_suite_above_covers_every_kind():
@@ -80,7 +95,8 @@ def test_training_ranges_replace_only_the_kinds_named():
     assert training_ranges(None) == TRAINING_RANGES
     wide = training_ranges({"contrast": [0.4, 1.6]})
     assert wide["contrast"] == (0.4, 1.6) and {k: v for k, v in wide.items() if k != "contrast"} == {
-        k: v for k, v in TRAINING_RANGES.items() if k != "contrast"}
+        k: v for k, v in TRAINING_RANGES.items() if k != "contrast"
+    }
     with pytest.raises(ValueError, match="unknown corruption"):
         training_ranges({"posterize": (2.0, 6.0)})
     assert training_ranges({"gamma": (0.7, 1.4)}) == {**TRAINING_RANGES, "gamma": (0.7, 1.4)}  # a kind training adds

@@ -33,7 +33,7 @@ def test_labels_come_from_the_folder_names_not_the_listing_order(tmp_path):
     test = Split.load(tmp_path / "out" / "test.npz")
     with open(labels_path(tmp_path / "t1"), newline="") as fh:
         rows = {r["Image Name"]: r for r in csv.DictReader(fh)}
-    for name, y in zip(test.names, test.y):
+    for name, y in zip(test.names, test.y, strict=True):
         source_class = rows[name]["Source"].split("/")[1]
         assert y == LABEL_OF_CLASS[source_class] == (1 if source_class == "FAKE" else 0)
         assert rows[name]["Label"] == LABEL_NAMES[y] == ("Fake" if source_class == "FAKE" else "Real")
@@ -133,7 +133,7 @@ def _zip(path, entries: dict[str, bytes], symlinks=()):
             zf.writestr(name, data)
         for name, target in symlinks:
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 
@@ -194,7 +194,9 @@ def test_archive_bomb_refused(tmp_path):
 
 def test_archive_wrong_layout_says_what_it_found(tmp_path):
     archive = _zip(tmp_path / "a.zip", {"images/cat.jpg": b"x", "labels.csv": b"y"})
-    with pytest.raises(DataError, match=r"expected entries under train/REAL.*found top-level entries \['images', 'labels.csv'\]"):
+    with pytest.raises(
+        DataError, match=r"expected entries under train/REAL.*found top-level entries \['images', 'labels.csv'\]"
+    ):
         extract_archive(archive, tmp_path / "raw")
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not a readable zip"):

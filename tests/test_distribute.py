@@ -27,7 +27,8 @@ from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.model import build_model
-from cifake.training import FitConfig, distribution_strategy, fit
+from cifake.distribute import distribution_strategy
+from cifake.training import FitConfig, fit
 
 rng = np.random.default_rng(0)
 def split(n):
@@ -40,13 +41,16 @@ params = ModelParams(architecture="seed_cnn", widths=(8, 16), blocks_per_stage=1
 config = FitConfig(epochs=4, batch_size=32, learning_rate=3e-3, weight_decay=0.0, patience=5, augment=False, seed=0)
 """
 
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 import json
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-""" + TASK + r"""
+"""
+    + TASK
+    + r"""
 out = {}
 for name in ("none", "mirrored"):
     set_determinism(0)
@@ -63,16 +67,21 @@ for name in ("none", "mirrored"):
     }
 print("RESULT " + json.dumps(out))
 """
+)
 
 
 @pytest.fixture(scope="module")
 def runs():
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in result.stdout.splitlines() if row.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
 
 
@@ -97,17 +106,19 @@ def test_training_learned_something(runs):
 
 
 def test_unknown_strategy_is_refused():
-    from cifake.training import distribution_strategy
+    from cifake.distribute import distribution_strategy
 
     with pytest.raises(ValueError, match="unknown strategy"):
         distribution_strategy("parameter_server")
 
 
-MULTI_WORKER_SCRIPT = TASK + r"""
+MULTI_WORKER_SCRIPT = (
+    TASK
+    + r"""
 import dataclasses
 import json
 
-from cifake.training import is_chief
+from cifake.distribute import is_chief
 
 config = dataclasses.replace(config, epochs=3)
 set_determinism(0)
@@ -123,6 +134,7 @@ print("RESULT " + json.dumps({
     "weights": [float(np.abs(w).sum()) for w in model.get_weights()],
 }))
 """
+)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -141,14 +153,22 @@ def test_multi_worker_trains_one_model_across_two_processes():
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        workers.append(subprocess.Popen([sys.executable, "-c", MULTI_WORKER_SCRIPT], cwd=ROOT, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", MULTI_WORKER_SCRIPT],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     try:
         for proc in workers:
             out, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err[-4000:]
-            line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+            line = next(row for row in out.splitlines() if row.startswith("RESULT "))
             results.append(json.loads(line.removeprefix("RESULT ")))
     finally:
         for proc in workers:
@@ -163,6 +183,6 @@ def test_multi_worker_trains_one_model_across_two_processes():
 def test_is_chief_without_a_cluster():
     import tensorflow as tf
 
-    from cifake.training import is_chief
+    from cifake.distribute import is_chief
 
     assert is_chief(tf.distribute.get_strategy())

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.model
 def always_real() -> keras.Model:
     """P(Fake) = sigmoid(-10) for every image."""
     inputs = keras.Input((32, 32, 3))
-    dense = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="zeros",
-                               bias_initializer=keras.initializers.Constant(-10.0))
+    dense = keras.layers.Dense(
+        1, activation="sigmoid", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-10.0)
+    )
     return keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
 
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from cifake.metrics import accuracy_interval, classification_metrics, correct, label_metrics, roc_points, stratified_subset
+from cifake.metrics import (
+    accuracy_interval,
+    classification_metrics,
+    correct,
+    label_metrics,
+    roc_points,
+    stratified_subset,
+)
 
 pytestmark = pytest.mark.code
 

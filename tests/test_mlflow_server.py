@@ -36,11 +36,27 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(root / "server.log", "w")
+    log = open(root / "server.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/backend.db", "--artifacts-destination", str(root / "artifacts")],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/backend.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -124,13 +140,25 @@ def _browse(url: str, profile, expect: list[str], screenshot=None) -> str:
     profile (the code is cached after the first) until every ``expect`` string shows.
     """
     args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        f"--user-data-dir={profile}", "--window-size=1400,800", "--virtual-time-budget=20000",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,800",
+        "--virtual-time-budget=20000",
     ]
     for _ in range(3):
         dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
-        text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)).split())
+        text = " ".join(
+            re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)).split()
+        )
         if all(e in text for e in expect):
             break
     if screenshot:
@@ -154,8 +182,9 @@ def test_mlflow_ui_shows_runs_metric_charts_and_versions(server, tracked, tmp_pa
     names = [run["name"] for run in info["runs"].values()]
     # MLflow 3.17 opens experiments by the sidebar's workflow switch (default GenAI, then remembered):
     # the README's link selects "Model training", where the experiment opens on its training runs
-    landing = _browse(f"{uri}/#/experiments/{experiment}?workflowType=machine_learning", tmp_path / "p0", names,
-                      shot("experiment"))
+    landing = _browse(
+        f"{uri}/#/experiments/{experiment}?workflowType=machine_learning", tmp_path / "p0", names, shot("experiment")
+    )
     assert all(name in landing for name in names) and "matching runs" in landing, landing[:2000]
     runs_page = _browse(f"{uri}/#/experiments/{experiment}/runs", tmp_path / "p1", names)
     for name in names:
@@ -163,8 +192,12 @@ def test_mlflow_ui_shows_runs_metric_charts_and_versions(server, tracked, tmp_pa
     assert "cifake-detector v1" in runs_page and "cifake-detector v2" in runs_page
 
     metrics = ["accuracy", "loss", "best.val_pgd_accuracy", "Step"]  # Step: per-epoch metrics drawn over steps
-    charts = _browse(f"{uri}/#/experiments/{experiment}/runs/{finetune['id']}/model-metrics", tmp_path / "p2",
-                     metrics, shot("metric_charts"))
+    charts = _browse(
+        f"{uri}/#/experiments/{experiment}/runs/{finetune['id']}/model-metrics",
+        tmp_path / "p2",
+        metrics,
+        shot("metric_charts"),
+    )
     assert "Model metrics" in charts and finetune["name"] in charts
     for metric in metrics:
         assert metric in charts
@@ -172,6 +205,7 @@ def test_mlflow_ui_shows_runs_metric_charts_and_versions(server, tracked, tmp_pa
     versions = _browse(f"{uri}/#/models/cifake-detector", tmp_path / "p3", ["Version 2"], shot("registered_versions"))
     assert "Version 1" in versions and "Version 2" in versions and "champion" in versions
 
-    version = _browse(f"{uri}/#/models/cifake-detector/versions/2", tmp_path / "p4", ["Test set"],
-                      shot("champion_version"))
+    version = _browse(
+        f"{uri}/#/models/cifake-detector/versions/2", tmp_path / "p4", ["Test set"], shot("champion_version")
+    )
     assert "Test set (40 images): accuracy" in version and "Test_dataset_2" in version

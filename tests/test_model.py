@@ -1,12 +1,20 @@
 """Model contract: [0, 255] input of shape (N, 32, 32, 3), P(Fake) out, safe loading."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 from cifake.config import ModelParams
 from cifake.model import (
-    ModelLoadError, build_model, load_model, logit_model, save_model, with_flip_average, without_flip_average,
+    ModelLoadError,
+    build_model,
+    load_model,
+    logit_model,
+    save_model,
+    with_flip_average,
+    without_flip_average,
 )
 
 pytestmark = pytest.mark.model
@@ -14,8 +22,16 @@ pytestmark = pytest.mark.model
 
 @pytest.mark.parametrize(("architecture", "stem_stride"), [("seed_cnn", 1), ("resnet", 1), ("resnet", 2), ("vgg", 1)])
 def test_architectures_keep_the_contract(architecture, stem_stride, tmp_path):
-    model = build_model(ModelParams(architecture=architecture, widths=(4, 8), blocks_per_stage=1, dense_units=8,
-                                    dropout=0.1, stem_stride=stem_stride))
+    model = build_model(
+        ModelParams(
+            architecture=architecture,
+            widths=(4, 8),
+            blocks_per_stage=1,
+            dense_units=8,
+            dropout=0.1,
+            stem_stride=stem_stride,
+        )
+    )
     x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     p = np.asarray(model(x, training=False))
     assert p.shape == (5, 1) and np.all((p >= 0) & (p <= 1))
@@ -32,8 +48,9 @@ def test_architectures_keep_the_contract(architecture, stem_stride, tmp_path):
 
 @pytest.mark.parametrize(("architecture", "prefix", "suffix"), [("resnet", "s{}b{}", "_conv1"), ("vgg", "s{}c{}", "")])
 def test_blocks_per_stage_can_differ_by_stage(architecture, prefix, suffix):
-    params = ModelParams(architecture=architecture, widths=(4, 8, 8), blocks_per_stage=[2, 1, 3], dense_units=8,
-                         dropout=0.0)
+    params = ModelParams(
+        architecture=architecture, widths=(4, 8, 8), blocks_per_stage=[2, 1, 3], dense_units=8, dropout=0.0
+    )
     names = {layer.name for layer in build_model(params).layers}
     for stage, blocks in enumerate((2, 1, 3)):
         assert prefix.format(stage, blocks - 1) + suffix in names
@@ -69,7 +86,7 @@ def test_failed_save_leaves_no_file(tmp_path, tiny_model, monkeypatch):
     target.write_bytes(b"old")
 
     def boom(self, path, *a, **k):
-        open(path, "wb").write(b"half")
+        Path(path).write_bytes(b"half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(keras.Model, "save", boom)
@@ -82,8 +99,11 @@ def test_failed_save_leaves_no_file(tmp_path, tiny_model, monkeypatch):
 def test_a_stride_2_stem_halves_the_first_feature_map():
     shapes = {}
     for stride in (1, 2):
-        model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8,
-                                        dropout=0.0, stem_stride=stride))
+        model = build_model(
+            ModelParams(
+                architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0, stem_stride=stride
+            )
+        )
         shapes[stride] = tuple(model.get_layer("stem_conv").output.shape[1:3])
     assert shapes == {1: (32, 32), 2: (16, 16)}
 
@@ -95,19 +115,30 @@ def test_per_image_normalization_makes_the_network_blind_to_brightness_and_contr
     outputs = {}
     for normalization in ("scale", "per_image"):
         keras.utils.set_random_seed(0)
-        model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8,
-                                        dropout=0.0, normalization=normalization))
+        model = build_model(
+            ModelParams(
+                architecture="resnet",
+                widths=(4, 8),
+                blocks_per_stage=1,
+                dense_units=8,
+                dropout=0.0,
+                normalization=normalization,
+            )
+        )
         outputs[normalization] = [np.asarray(logit_model(model)(v, training=False)) for v in (x, changed)]
     np.testing.assert_allclose(*outputs["per_image"], rtol=5e-3, atol=5e-3)  # the layer's epsilon: not exact
     assert np.abs(outputs["scale"][0] - outputs["scale"][1]).max() > 1e-2  # without it, the change is seen
     path = tmp_path / "m.keras"
     save_model(model, path)
-    np.testing.assert_allclose(np.asarray(logit_model(load_model(path))(x, training=False)), outputs["per_image"][0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(logit_model(load_model(path))(x, training=False)), outputs["per_image"][0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_flip_average_averages_the_logit_over_the_image_and_its_mirror(tmp_path):
-    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0))
+    model = build_model(
+        ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0)
+    )
     x = np.random.default_rng(1).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
     single = logit_model(model)
     expected = (np.asarray(single(x)) + np.asarray(single(x[:, :, ::-1]))) / 2
@@ -127,7 +158,9 @@ def test_flip_average_averages_the_logit_over_the_image_and_its_mirror(tmp_path)
 
 
 def test_without_flip_average_gives_back_the_trainable_single_view_network(tmp_path):
-    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0))
+    model = build_model(
+        ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0)
+    )
     x = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     path = tmp_path / "m.keras"
     save_model(with_flip_average(model), path)
@@ -142,7 +175,9 @@ def test_loading_a_flip_averaged_model_draws_no_more_randomness_than_its_single_
     """So that fine-tuning a flip-averaged clean model repeats a single-view run's random stream."""
     import random
 
-    model = build_model(ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.1))
+    model = build_model(
+        ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.1)
+    )
     save_model(model, tmp_path / "single.keras")
     save_model(with_flip_average(model), tmp_path / "flip.keras")
     draws = []

@@ -20,6 +20,7 @@ from .conftest import TINY, copy_project, git_commit_all, run_ok
 
 pytestmark = pytest.mark.e2e
 
+
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -44,12 +45,21 @@ def test_every_stage_ran_and_outputs_exist(project):
     dest, _, log = project
     for stage in ("fetch", "preprocess", "train", "fgsm_finetune", "perturb", "evaluate", "predict"):
         assert f"Running stage '{stage}'" in log
-    for path in ("models/model.keras", "models/model_robust.keras", "data/test_dataset_1_labels.csv",
-                 "data/test_dataset_2_labels.csv", "metrics/plots/confusion_clean.csv",
-                 "metrics/plots/confusion_test2.csv", "metrics/plots/roc_clean_model.csv",
-                 "metrics/plots/roc_robust_model.csv", "metrics/plots/robustness.csv",
-                 "metrics/plots/train_history.csv", "metrics/plots/finetune_history.csv",
-                 "metrics/plots/adversarial_examples.png", "metrics/plots/corruptions_robust_model.csv"):
+    for path in (
+        "models/model.keras",
+        "models/model_robust.keras",
+        "data/test_dataset_1_labels.csv",
+        "data/test_dataset_2_labels.csv",
+        "metrics/plots/confusion_clean.csv",
+        "metrics/plots/confusion_test2.csv",
+        "metrics/plots/roc_clean_model.csv",
+        "metrics/plots/roc_robust_model.csv",
+        "metrics/plots/robustness.csv",
+        "metrics/plots/train_history.csv",
+        "metrics/plots/finetune_history.csv",
+        "metrics/plots/adversarial_examples.png",
+        "metrics/plots/corruptions_robust_model.csv",
+    ):
         assert (dest / path).is_file(), path
 
 
@@ -67,8 +77,10 @@ def test_result_csvs_have_one_row_per_image(project):
 
 def test_metrics_keys_and_sample_is_said_plainly(project):
     dest, _, _ = project
-    m = {name: json.loads((dest / f"metrics/{name}.json").read_text())
-         for name in ("data", "train", "finetune", "evaluate", "predict")}
+    m = {
+        name: json.loads((dest / f"metrics/{name}.json").read_text())
+        for name in ("data", "train", "finetune", "evaluate", "predict")
+    }
     for name in ("train", "finetune", "evaluate"):
         assert m[name]["dataset"].startswith("sample: generated offline")
     assert m["data"]["dataset"] == "sample"
@@ -77,13 +89,16 @@ def test_metrics_keys_and_sample_is_said_plainly(project):
         assert {"clean", "fgsm_eps2", "pgd_eps2", "fgsm_eps8", "pgd_eps8"} <= set(ev[model])
         assert {"accuracy", "precision", "recall", "f1"} <= set(ev[model]["clean"])
         corruptions = ev[model]["corruptions"]
-        assert set(corruptions["accuracy"]) == set(yaml.safe_load((dest / "params.yaml").read_text())["evaluate"]["corruptions"])
+        assert set(corruptions["accuracy"]) == set(
+            yaml.safe_load((dest / "params.yaml").read_text())["evaluate"]["corruptions"]
+        )
         assert corruptions["worst"] == min(corruptions["accuracy"].values()) <= corruptions["mean"]
         assert set(corruptions["by_class"]) == set(corruptions["accuracy"])
         for name, by_class in corruptions["by_class"].items():  # a stratified subset: half real, half fake
             assert corruptions["accuracy"][name] == pytest.approx((by_class["real"] + by_class["fake"]) / 2)
     assert ev["competition_score"] == pytest.approx(
-        0.4 * ev["robust_model"]["clean"]["accuracy"] + 0.6 * ev["test_dataset_2"]["accuracy"])
+        0.4 * ev["robust_model"]["clean"]["accuracy"] + 0.6 * ev["test_dataset_2"]["accuracy"]
+    )
     assert ev["attack_images"] == 16
     # predict scores Test_dataset_2 exactly as evaluate did: same images, same model
     assert m["predict"]["test_dataset_2"]["accuracy"] == pytest.approx(ev["test_dataset_2"]["accuracy"])
@@ -114,8 +129,14 @@ def test_second_repro_does_nothing_and_metrics_commands_work(project):
     workspace = shown[0]["data"] if isinstance(shown, list) else shown
     assert workspace
     # the copy's commit holds no metrics, so every figure is new against HEAD
-    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], cwd=dest, env=env,
-                         capture_output=True, text=True, check=True).stdout  # stderr: "failed to load ... HEAD"
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "diff", "--json"],
+        cwd=dest,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # stderr: "failed to load ... HEAD"
     diff = json.loads(out)
     ev = json.loads((dest / "metrics/evaluate.json").read_text())
     assert diff["metrics/evaluate.json"]["competition_score"]["new"] == pytest.approx(ev["competition_score"])
@@ -136,8 +157,13 @@ def test_plots_render_offline(project):
     run_ok([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], dest, env)
     page = (dest / "plots_html" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
-    for title in ("Clean training (train), accuracy per epoch", "Adversarial training (fgsm_finetune)",
-                  "Accuracy under attack against epsilon", "Accuracy under everyday changes", "Test_dataset_2"):
+    for title in (
+        "Clean training (train), accuracy per epoch",
+        "Adversarial training (fgsm_finetune)",
+        "Accuracy under attack against epsilon",
+        "Accuracy under everyday changes",
+        "Test_dataset_2",
+    ):
         assert title in page
 
 
@@ -146,10 +172,10 @@ def _declared_plots(dvc_yaml: dict) -> dict[str, set[str]]:
     files: dict[str, set[str]] = {}
     for stage in dvc_yaml["stages"].values():
         for entry in stage.get("plots", []):
-            (path, spec), = entry.items() if isinstance(entry, dict) else ((entry, {}),)
+            ((path, spec),) = entry.items() if isinstance(entry, dict) else ((entry, {}),)
             files.setdefault(path, set()).update(v for k, v in (spec or {}).items() if k in ("x", "y"))
     for entry in dvc_yaml.get("plots", []):
-        (_, spec), = entry.items()
+        ((_, spec),) = entry.items()
         for axis in ("x", "y"):
             if isinstance(spec[axis], dict):  # file -> column(s)
                 for path, columns in spec[axis].items():

@@ -110,7 +110,9 @@ def test_empty_folder_gives_header_only(tmp_path, tiny_model_path):
     assert out.read_text().strip() == "Image Name,Predicted Label"
 
 
-@pytest.mark.parametrize("case", ["missing input", "output folder under a file", "unwritable output folder", "bad model"])
+@pytest.mark.parametrize(
+    "case", ["missing input", "output folder under a file", "unwritable output folder", "bad model"]
+)
 def test_fatal_errors_write_nothing(tmp_path, tiny_model_path, capsys, monkeypatch, case):
     write_image(tmp_path / "in" / "a.jpg")
     args = {"input": tmp_path / "in", "out": tmp_path / "out.csv", "model": tiny_model_path}
@@ -168,7 +170,9 @@ def test_score_csv_counts_missing_as_wrong(tmp_path):
 def test_console_script_usage_errors():
     result = subprocess.run(
         [sys.executable, "-m", "cifake.cli", "predict", "x", "-o", "y.csv", "--threshold", "1.5"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2 and "threshold must be in (0, 1)" in result.stderr
 

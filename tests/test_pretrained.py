@@ -37,7 +37,11 @@ def test_default_model_is_the_shipped_robust_one(tmp_path):
     """`cifake predict` without --model classifies exactly as with the shipped robust file."""
     generate_sample(tmp_path / "raw", train_per_class=10, test_per_class=30, seed=3)
     outputs = []
-    for extra in ([], ["--model", str(PRETRAINED / "cifake-robust.keras")], ["--model", str(PRETRAINED / "cifake-clean.keras")]):
+    for extra in (
+        [],
+        ["--model", str(PRETRAINED / "cifake-robust.keras")],
+        ["--model", str(PRETRAINED / "cifake-clean.keras")],
+    ):
         out = tmp_path / f"out{len(outputs)}.csv"
         assert main(["predict", str(tmp_path / "raw" / "test"), "-o", str(out), "--scores", *extra]) == EXIT_OK
         outputs.append(out.read_text())
@@ -45,7 +49,7 @@ def test_default_model_is_the_shipped_robust_one(tmp_path):
     assert outputs[0] != outputs[2]  # the two shipped models differ, so the comparison can fail
     model = load_model(DEFAULT_MODEL)  # safe_mode=True inside
     p = np.asarray(model(np.zeros((2, 32, 32, 3), np.float32)))
-    assert p.shape == (2, 1) and p.dtype == np.float32 and np.all((0 <= p) & (p <= 1))
+    assert p.shape == (2, 1) and p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
 
 
 def test_predict_generated_images_with_the_shipped_model(tmp_path):

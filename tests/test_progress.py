@@ -42,11 +42,9 @@ def test_terminal_gets_a_live_bar_with_counts():
 
 def test_errors_pass_through_and_the_summary_is_still_written():
     log = io.StringIO()
-    with pytest.raises(KeyboardInterrupt):
-        with progress("extract", total=5, unit="file", stream=log) as bar:
-            bar.update(2)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), progress("extract", total=5, unit="file", stream=log) as bar:
+        bar.update(2)
+        raise KeyboardInterrupt
     assert log.getvalue().startswith("extract: 2 files in ")
-    with pytest.raises(RuntimeError):
-        with progress("quiet", summary=False, stream=log):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), progress("quiet", summary=False, stream=log):
+        raise RuntimeError("boom")

@@ -8,8 +8,9 @@ import pytest
 from cifake import runs, tracking
 from cifake.config import ModelParams
 from cifake.dataset import Split
+from cifake.distribute import distribution_strategy
 from cifake.model import build_model
-from cifake.training import FitConfig, distribution_strategy
+from cifake.training import FitConfig
 
 pytestmark = pytest.mark.code
 
@@ -31,14 +32,30 @@ def test_model_is_saved_even_if_mlflow_dies(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "log_epoch", server_gone)  # dies during training ...
     monkeypatch.setattr(tracking, "register_model", server_gone)  # ... and is still gone at the end
     config = FitConfig(epochs=2, batch_size=8, learning_rate=1e-3, weight_decay=0.0, patience=2, augment=False, seed=0)
-    model = build_model(ModelParams(architecture="seed_cnn", widths=(4,), blocks_per_stage=1, dense_units=4, dropout=0.0))
-    files = runs.RunFiles(Path("models/model.keras"), Path("metrics/train.json"),
-                          Path("metrics/plots/train_history.csv"), Path("checkpoints/train"))
+    model = build_model(
+        ModelParams(architecture="seed_cnn", widths=(4,), blocks_per_stage=1, dense_units=4, dropout=0.0)
+    )
+    files = runs.RunFiles(
+        Path("models/model.keras"),
+        Path("metrics/train.json"),
+        Path("metrics/plots/train_history.csv"),
+        Path("checkpoints/train"),
+    )
     with pytest.raises(ConnectionError):
         runs.train_and_register(
-            model, _tiny_split(16, 0), _tiny_split(8, 1), config, stage="train", stage_params={},
-            meta={"dataset": "sample", "dataset_sha256": "x"}, files=files, experiment="e", registered_model="m",
-            alias=None, strategy=distribution_strategy("none"), key="k",
+            model,
+            _tiny_split(16, 0),
+            _tiny_split(8, 1),
+            config,
+            stage="train",
+            stage_params={},
+            meta={"dataset": "sample", "dataset_sha256": "x"},
+            files=files,
+            experiment="e",
+            registered_model="m",
+            alias=None,
+            strategy=distribution_strategy("none"),
+            key="k",
         )
     assert (tmp_path / "models" / "model.keras").stat().st_size > 0
     assert (tmp_path / "metrics" / "train.json").is_file()

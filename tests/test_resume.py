@@ -16,8 +16,9 @@ pytestmark = pytest.mark.e2e
 
 def _run_until(args, cwd, env, marker: str, timeout: float = 600) -> str:
     """Start ``args`` in its own process group; SIGKILL the whole group once ``marker`` is printed."""
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen, deadline = [], time.monotonic() + timeout
     for line in proc.stdout:
         seen.append(line)
@@ -30,8 +31,12 @@ def _run_until(args, cwd, env, marker: str, timeout: float = 600) -> str:
 
 def test_killed_training_resumes_after_its_last_epoch(tmp_path):
     copy_project(tmp_path, {**TINY, ("train", "epochs"): 4, ("train", "patience"): 10})
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path / "src"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     git_commit_all(tmp_path, env)
     dvc = [sys.executable, "-m", "dvc"]
     log = _run_until(dvc + ["repro", "train"], tmp_path, env, marker="checkpoint after epoch 2 saved")

@@ -1,13 +1,13 @@
 """The offline sample: deterministic, in the CIFAKE layout, and genuinely two kinds of image."""
 
-import pytest
 import hashlib
 
 import numpy as np
+import pytest
 
 from cifake.dataset import Split, preprocess
-from cifake.sources import list_raw
 from cifake.sample import generate_sample
+from cifake.sources import list_raw
 
 pytestmark = pytest.mark.data
 

@@ -48,7 +48,9 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
-    with tracking.stage_run("train", "cifake-test", {"train": {"epochs": 2}}, {"dataset": "sample", "dataset_sha256": "abc"}) as run:
+    with tracking.stage_run(
+        "train", "cifake-test", {"train": {"epochs": 2}}, {"dataset": "sample", "dataset_sha256": "abc"}
+    ) as run:
         tracking.log_epoch({"epoch": 1, "loss": 0.5, "val_accuracy": 0.75})
         tracking.log_metrics({"clean": {"accuracy": 0.9, "n": 10}, "label": "x"})
         version = tracking.register_model(tiny_model, "cifake-test-model", "a test model", alias="champion")

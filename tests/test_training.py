@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifake.checkpoint import EpochCheckpoint
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
@@ -93,7 +92,7 @@ def test_early_stopping_keeps_the_best_epoch(monkeypatch):
     _add_callbacks(monkeypatch, before=[spy])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=4, patience=2))
     assert len(result.history) == 4  # epoch 2 best, 3 and 4 worse: patience 2 stops after epoch 4
-    for got, best in zip(result.model.get_weights(), spy.snapshots[2]):
+    for got, best in zip(result.model.get_weights(), spy.snapshots[2], strict=True):
         assert np.array_equal(got, best)
 
 
@@ -109,7 +108,7 @@ def test_a_run_killed_after_early_stopping_resumes_without_training(tmp_path, mo
     again = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
     assert again.resumed_at_epoch == 4 and spy.snapshots == {}  # no epoch ran
     assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
-    for got, best in zip(again.model.get_weights(), first.model.get_weights()):
+    for got, best in zip(again.model.get_weights(), first.model.get_weights(), strict=True):
         assert np.array_equal(got, best)  # the best epoch's weights, as the uninterrupted run returned
 
 
@@ -152,8 +151,15 @@ def test_n_fgsm_fit_is_deterministic_and_resumes_after_a_kill(tmp_path, monkeypa
         def on_epoch_end(self, epoch, logs=None):
             raise Killed
 
-    adv = Adversarial(epsilon=4 / 255, step=4 / 255, random_start=True, clean_fraction=0.5, method="n_fgsm",
-                      val_pgd_steps=1, val_subset=16)
+    adv = Adversarial(
+        epsilon=4 / 255,
+        step=4 / 255,
+        random_start=True,
+        clean_fraction=0.5,
+        method="n_fgsm",
+        val_pgd_steps=1,
+        val_subset=16,
+    )
 
     def run(kill=False, **kw):
         set_determinism(0)
@@ -163,16 +169,18 @@ def test_n_fgsm_fit_is_deterministic_and_resumes_after_a_kill(tmp_path, monkeypa
 
     whole = run().model.get_weights()
     again = run().model.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(whole, again))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, again, strict=True))
     fgsm_rs = dataclasses.replace(adv, method="fgsm")
     set_determinism(0)
     other = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, adversarial=fgsm_rs)).model
-    assert not all(np.allclose(a, b) for a, b in zip(whole, other.get_weights()))  # the method changes the update
+    assert not all(
+        np.allclose(a, b) for a, b in zip(whole, other.get_weights(), strict=True)
+    )  # the method changes the update
     with pytest.raises(Killed):
         run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
     resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
     assert resumed.resumed_at_epoch == 1
-    for a, b in zip(resumed.model.get_weights(), whole):
+    for a, b in zip(resumed.model.get_weights(), whole, strict=True):
         assert np.allclose(a, b, atol=1e-5)
 
 
@@ -181,11 +189,13 @@ def test_a_checkpoint_of_other_settings_is_never_resumed(tmp_path):
     fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1), checkpoint_dir=tmp_path, fingerprint="a")
     state = json.loads((tmp_path / "epoch-0001" / "state.json").read_text())
     assert state["epoch"] == 1 and state["fingerprint"] == "a" and len(state["history"]) == 1
-    other = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1), checkpoint_dir=tmp_path,
-                fingerprint="b")
+    other = fit(
+        build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1), checkpoint_dir=tmp_path, fingerprint="b"
+    )
     assert other.resumed_at_epoch == 0
-    same = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2), checkpoint_dir=tmp_path,
-               fingerprint="b")
+    same = fit(
+        build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2), checkpoint_dir=tmp_path, fingerprint="b"
+    )
     assert same.resumed_at_epoch == 1 and [r["epoch"] for r in same.history] == [1, 2]
 
 
@@ -201,13 +211,32 @@ def test_competition_score_weights_clean_40_perturbed_60():
 
 
 def test_registry_summary_names_every_figure():
-    metric = {"accuracy": 0.9, "accuracy_ci95_low": 0.88, "accuracy_ci95_high": 0.92, "precision": 0.91,
-              "recall": 0.89, "f1": 0.9, "n": 2000}
-    scores = {"clean": metric, "pgd_eps2": {"accuracy": 0.8}, "pgd_eps4": {"accuracy": 0.7},
-              "corruptions": {"mean": 0.85, "worst": 0.6, "worst_condition": "blur_1.0"}}
+    metric = {
+        "accuracy": 0.9,
+        "accuracy_ci95_low": 0.88,
+        "accuracy_ci95_high": 0.92,
+        "precision": 0.91,
+        "recall": 0.89,
+        "f1": 0.9,
+        "n": 2000,
+    }
+    scores = {
+        "clean": metric,
+        "pgd_eps2": {"accuracy": 0.8},
+        "pgd_eps4": {"accuracy": 0.7},
+        "corruptions": {"mean": 0.85, "worst": 0.6, "worst_condition": "blur_1.0"},
+    }
     text = evaluation_summary(scores, 300, 20, {"attack": "pgd-10", "accuracy": 0.75, "f1": 0.74})
-    for part in ("2,000 images", "0.9000", "[95% CI 0.8800-0.9200]", "PGD-20", "2/255 0.8000", "4/255 0.7000",
-                 "mean 0.8500, worst 0.6000 (blur_1.0)", "Test_dataset_2 (pgd-10): accuracy 0.7500"):
+    for part in (
+        "2,000 images",
+        "0.9000",
+        "[95% CI 0.8800-0.9200]",
+        "PGD-20",
+        "2/255 0.8000",
+        "4/255 0.7000",
+        "mean 0.8500, worst 0.6000 (blur_1.0)",
+        "Test_dataset_2 (pgd-10): accuracy 0.7500",
+    ):
         assert part in text
 
 
@@ -229,12 +258,14 @@ def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1, ema=0.9))
     expected = recorder.steps[0]
     for step in recorder.steps[1:]:
-        expected = [0.9 * a + 0.1 * w for a, w in zip(expected, step)]
+        expected = [0.9 * a + 0.1 * w for a, w in zip(expected, step, strict=True)]
     got = result.model.trainable_variables
     assert len(recorder.steps) == 2 and len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert np.allclose(g.numpy(), e, atol=1e-6)
-    assert not all(np.allclose(g.numpy(), last) for g, last in zip(got, recorder.steps[-1]))  # not the raw weights
+    assert not all(
+        np.allclose(g.numpy(), last) for g, last in zip(got, recorder.steps[-1], strict=True)
+    )  # not the raw weights
 
 
 def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
@@ -262,5 +293,5 @@ def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
         run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
     resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
     assert resumed.resumed_at_epoch == 1
-    for a, b in zip(resumed.model.get_weights(), whole):
+    for a, b in zip(resumed.model.get_weights(), whole, strict=True):
         assert np.allclose(a, b, atol=1e-5)

@@ -34,11 +34,14 @@ def logit_fn(model: keras.Model) -> LogitFn:
     """
     logits = logit_model(model)
     if logits is None:  # a foreign model with no logit layer: invert the clipped probability
+
         def forward(x01, training=False):
             return _prob_to_logit(model(x01 * 255.0, training=training))
     else:
+
         def forward(x01, training=False):
             return tf.cast(logits(x01 * 255.0, training=training), tf.float32)
+
     return lambda x01, training=False: tf.reshape(forward(x01, training=training), [-1])
 
 
@@ -59,10 +62,7 @@ def fgsm(logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, trai
     ``seed`` is a ``keras.random.SeedGenerator`` (or None for TensorFlow's global RNG);
     ``training`` runs the model as in training (batch statistics), as adversarial training does.
     """
-    if random_start:
-        start = tf.clip_by_value(x01 + _uniform(tf.shape(x01), eps, seed), 0.0, 1.0)
-    else:
-        start = x01
+    start = tf.clip_by_value(x01 + _uniform(tf.shape(x01), eps, seed), 0.0, 1.0) if random_start else x01
     delta = tf.clip_by_value(start - x01 + step * tf.sign(loss_gradient(logits, start, y, training)), -eps, eps)
     return tf.clip_by_value(x01 + delta, 0.0, 1.0)
 

@@ -20,7 +20,7 @@ from cifake.corruptions import random_everyday, training_ranges
 def flip_and_shift(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
     """Random horizontal flips and shifts of up to ``pad`` pixels (edges reflected)."""
     n, h, w, _ = x.shape
-    flipped = np.where((rng.random(n) < 0.5)[:, None, None, None], x[:, :, ::-1], x)
+    flipped = np.where(np.asarray(rng.random(n) < 0.5)[:, None, None, None], x[:, :, ::-1], x)
     padded = np.pad(flipped, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
     return np.stack([padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
@@ -37,14 +37,23 @@ class TrainingBatches:
     it the share that adversarial training attacks (the batch's first images) stays unchanged.
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int, augment: bool, everyday: float, everyday_ranges=None,
-                 unchanged_share: float = 0.0):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        seed: int,
+        augment: bool,
+        everyday: float,
+        everyday_ranges=None,
+        unchanged_share: float = 0.0,
+    ):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.everyday, self.everyday_ranges = augment, everyday, training_ranges(everyday_ranges)
         self.unchanged_share = unchanged_share
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
-        self._order = (-1, None)
+        self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
     def order(self, epoch: int) -> np.ndarray:
         """The shuffled image indices of ``epoch`` (cached for the epoch in progress)."""

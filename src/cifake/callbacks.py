@@ -48,10 +48,12 @@ class PGDValidation(keras.callbacks.Callback):
 
     def __init__(self, val: Split, adversarial, seed: int):
         super().__init__()
-        pick = np.random.default_rng(seed).choice(len(val.y), size=min(adversarial.val_subset, len(val.y)), replace=False)
+        pick = np.random.default_rng(seed).choice(
+            len(val.y), size=min(adversarial.val_subset, len(val.y)), replace=False
+        )
         self.x, self.y = val.x[np.sort(pick)], val.y[np.sort(pick)]
         self.eps, self.steps = adversarial.epsilon, adversarial.val_pgd_steps
-        self._attacker = None
+        self._attacker: Attacker | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         detector = self.model.detector
@@ -79,7 +81,9 @@ class EpochLog(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        self._bar.update(min(self.batch_size, self.images - self._bar.done), accuracy=f"{float(logs.get('accuracy', 0)):.4f}")
+        self._bar.update(
+            min(self.batch_size, self.images - self._bar.done), accuracy=f"{float(logs.get('accuracy', 0)):.4f}"
+        )
 
     def on_test_begin(self, logs=None):  # validation: training time of this epoch ends here
         self._train_seconds = time.perf_counter() - self._start
@@ -91,7 +95,10 @@ class EpochLog(keras.callbacks.Callback):
         logs["seconds"] = seconds
         logs["images_per_second"] = self.images / (self._train_seconds or seconds)
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        print(f"epoch {epoch + 1}/{self.epochs}: " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"),
-              file=sys.stderr, flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.epochs}: " + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"),
+            file=sys.stderr,
+            flush=True,
+        )
         if self.on_epoch is not None:
             self.on_epoch(row)

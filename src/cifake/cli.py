@@ -11,6 +11,9 @@ from cifake.errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CifakeE
 __all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 # The shipped weights live in the repository (the package is installed editable from it).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pretrained" / "cifake-robust.keras"
+DEMO_MODELS = [DEFAULT_MODEL, DEFAULT_MODEL.with_name("cifake-clean-only.keras")]
+# where the training stages keep MLflow records their server missed (stages/train.py, fgsm_finetune.py)
+OUTBOX = Path("checkpoints/mlflow-outbox")
 
 
 def _threshold(text: str) -> float:
@@ -35,7 +38,10 @@ examples:
   cifake predict photos/ -o predictions.csv            label every image under photos/
   cifake predict photos/ -o out.csv --scores           ... with P(Fake), to pick your own threshold
   cifake predict cifake/test -o t.csv --labels-from-folders   score a REAL/ and FAKE/ layout
+  cifake explain photos/ -o heatmaps/                  a heatmap PNG per image: what drove each decision
+  cifake demo                                          a local web page: classify, attack, everyday changes
   cifake check-params                                  is params.yaml valid?
+  cifake sync-tracking                                 send MLflow what training kept while the server was down
 
 exit status: 0 done; 1 error (nothing written); 2 bad arguments;
 3 done, but some files were not images (listed in <output>.errors.csv)
@@ -50,23 +56,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify every image under a folder and write a CSV")
     p.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="CSV to write (Image Name, Predicted Label); missing folders are created")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="CSV to write (Image Name, Predicted Label); missing folders are created",
+    )
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
     p.add_argument("--threshold", type=_threshold, default=0.5, help="P(Fake) at or above which an image is Fake")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--scores", action="store_true", help="add a third column, P(Fake), to choose your own threshold")
-    p.add_argument("--single-view", action="store_true",
-                   help="skip the mirror-image average of a flip-averaged model: about 1.6x faster, less robust to attacks")
+    p.add_argument(
+        "--single-view",
+        action="store_true",
+        help="skip the mirror-image average of a flip-averaged model: about 1.6x faster, less robust to attacks",
+    )
     score = p.add_mutually_exclusive_group()
     score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
     score.add_argument(
-        "--labels-from-folders", action="store_true",
+        "--labels-from-folders",
+        action="store_true",
         help="score against the REAL/ or FAKE/ folder each image lies in (CIFAKE's layout)",
+    )
+
+    e = sub.add_parser("explain", help="write a heatmap PNG per image under a folder (what drove each decision)")
+    e.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
+    e.add_argument("-o", "--output", type=Path, required=True, help="folder for <name>.heatmap.png and heatmaps.csv")
+    e.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .keras model (default: the shipped robust one)")
+
+    d = sub.add_parser("demo", help="serve a local web page: classify, heatmaps, attacks, everyday changes")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    d.add_argument("--port", type=_positive_int, default=8501)
+    d.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=None,
+        help="a .keras model to show (repeat for several; default: the shipped robust and clean-only ones)",
     )
 
     v = sub.add_parser("check-params", help="check params.yaml: says it is valid, or names every bad key")
     v.add_argument("path", type=Path, nargs="?", default=Path("params.yaml"))
+
+    t = sub.add_parser(
+        "sync-tracking",
+        help="send MLflow the metrics, files, model versions and aliases that training kept while its server was down",
+    )
+    t.add_argument(
+        "--outbox", type=Path, default=OUTBOX, help=f"the folder the training stages keep them in ({OUTBOX})"
+    )
     return parser
 
 
@@ -74,16 +113,43 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
+        if args.command == "sync-tracking":
+            return _sync_tracking(args.outbox)
         if args.command == "check-params":
             from cifake.config import load_params
 
             load_params(args.path)
             print(f"{args.path} is valid")
             return EXIT_OK
+        if args.command == "explain":
+            return _explain(args)
+        if args.command == "demo":
+            from cifake.demo import serve
+
+            serve(args.model or DEMO_MODELS, host=args.host, port=args.port)
+            return EXIT_OK
         return _predict(args)
     except CifakeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+
+
+def _sync_tracking(folder: Path) -> int:
+    """Send every waiting outbox; 0 if nothing is left, 1 (with what is left and why) otherwise."""
+    from cifake.outbox import send_waiting
+
+    sent, left = send_waiting(folder)
+    for outbox in sent:
+        done = outbox.record.get("registered")
+        version = (
+            f"; {done['name']} v{done['version']}" + (f" is {done['alias']}" if done["alias"] else "") if done else ""
+        )
+        print(f"sent: run {outbox.run_id} ({outbox.record['stage']}){version}")
+    for outbox in left:
+        print(f"error: still not sent for run {outbox.run_id} ({outbox.problem}): {outbox.waiting()}", file=sys.stderr)
+    if not sent and not left:
+        print(f"nothing waiting in {folder}")
+    return EXIT_FATAL if left else EXIT_OK
 
 
 def _make_parent(output: Path) -> None:
@@ -102,8 +168,9 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.single_view:
         model, _ = without_flip_average(model)
-    summary = predict_folder(model, args.input_dir, args.output, threshold=args.threshold,
-                             batch_size=args.batch_size, scores=args.scores)
+    summary = predict_folder(
+        model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size, scores=args.scores
+    )
     print(summary.describe(), file=sys.stderr)
     if args.labels is not None or args.labels_from_folders:
         truth = read_labels(args.labels) if args.labels is not None else folder_labels(args.output)
@@ -115,6 +182,15 @@ def _predict(args: argparse.Namespace) -> int:
             f"(Fake is positive; {scores['missing_predictions']} labelled images had no prediction)",
             file=sys.stderr,
         )
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from cifake.explain import explain_folder
+    from cifake.model import load_model
+
+    summary = explain_folder(load_model(args.model), args.input_dir, args.output)
+    print(summary.describe(), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 

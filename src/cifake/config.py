@@ -12,6 +12,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from cifake.errors import CifakeError
 
@@ -26,8 +27,18 @@ class _Section(BaseModel):
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
 CorruptionKind = Literal[
-    "jpeg", "blur", "resize", "brightness", "contrast", "noise",
-    "gamma", "saturation", "sharpen", "rotate", "zoom", "webp",
+    "jpeg",
+    "blur",
+    "resize",
+    "brightness",
+    "contrast",
+    "noise",
+    "gamma",
+    "saturation",
+    "sharpen",
+    "rotate",
+    "zoom",
+    "webp",
 ]
 
 
@@ -80,11 +91,13 @@ class ModelParams(_Section):
         return widths
 
     @model_validator(mode="after")
-    def _blocks_per_width(self) -> "ModelParams":
+    def _blocks_per_width(self) -> ModelParams:
         blocks = self.stage_blocks()
         if len(blocks) != len(self.widths) or any(b < 1 for b in blocks):
-            raise ValueError(f"blocks_per_stage must be a positive integer or one per width ({len(self.widths)}), "
-                             f"got {self.blocks_per_stage}")
+            raise ValueError(
+                f"blocks_per_stage must be a positive integer or one per width ({len(self.widths)}), "
+                f"got {self.blocks_per_stage}"
+            )
         return self
 
     def stage_blocks(self) -> tuple[int, ...]:
@@ -102,7 +115,9 @@ class TrainParams(_Section):
     patience: int = Field(ge=1)
     augment: bool
     everyday: float = Field(
-        default=0.0, ge=0.0, le=1.0,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
         description="share of training images given a random everyday change (JPEG, blur, resize, "
         "brightness, contrast, noise)",
     )
@@ -113,7 +128,9 @@ class TrainParams(_Section):
     )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
     ema: float = Field(
-        default=0.0, ge=0.0, lt=1.0,
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
         description="momentum of an exponential moving average of the weights, which is validated and "
         "kept (0: off; e.g. 0.999 averages over about 1 000 steps)",
     )
@@ -214,7 +231,7 @@ class Params(_Section):
     tracking: TrackingParams
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"]
     if error["type"] == "literal_error":
@@ -225,7 +242,7 @@ def _describe(error: dict) -> str:
 
 
 def _suggestion(loc: tuple) -> str:
-    """", did you mean 'learning_rate'?" for a misspelt key, from the keys its section allows."""
+    """ ", did you mean 'learning_rate'?" for a misspelt key, from the keys its section allows."""
     import difflib
 
     section: type[BaseModel] = Params

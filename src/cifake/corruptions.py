@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
-from scipy.ndimage import gaussian_filter, rotate as nd_rotate
+from scipy.ndimage import gaussian_filter
+from scipy.ndimage import rotate as nd_rotate
 
 SIZE = 32
 
@@ -97,6 +98,7 @@ def _reencode(x: np.ndarray, image_format: str, quality: float) -> np.ndarray:
         buf = io.BytesIO()
         img.save(buf, format=image_format, quality=int(round(quality)))
         return Image.open(buf).convert("RGB")
+
     return _each(x, encode)
 
 

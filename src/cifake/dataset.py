@@ -41,9 +41,8 @@ class Split:
     names: np.ndarray
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, x=self.x, y=self.y, names=self.names)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=self.x, y=self.y, names=self.names)
 
     def take(self, index: np.ndarray) -> Split:
         """The images at ``index``."""
@@ -119,7 +118,9 @@ def _check_both_classes(records: Sequence[Record], where: str) -> None:
         raise DataError(f"{where}: needs readable images of both classes, found labels {present}")
 
 
-def preprocess(raw_dir: str | Path, out_dir: str | Path, test_dir: str | Path, *, val_fraction: float, seed: int) -> dict:
+def preprocess(
+    raw_dir: str | Path, out_dir: str | Path, test_dir: str | Path, *, val_fraction: float, seed: int
+) -> dict:
     """Decode, validate and split the raw layout.
 
     Writes ``out_dir/{train,val,test}.npz`` and ``out_dir/errors.csv``, copies the
@@ -140,7 +141,9 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, test_dir: str | Path, *
     _check_both_classes(train_rows, f"{raw_root}/train")
     _check_both_classes(test_rows, f"{raw_root}/test")
     train = to_split(train_rows)
-    idx_train, idx_val = train_test_split(np.arange(len(train.y)), test_size=val_fraction, stratify=train.y, random_state=seed)
+    idx_train, idx_val = train_test_split(
+        np.arange(len(train.y)), test_size=val_fraction, stratify=train.y, random_state=seed
+    )
     train.take(idx_train).save(out_dir / "train.npz")
     train.take(idx_val).save(out_dir / "val.npz")
     test = _write_test_set(test_rows, out_dir / "test.npz", Path(test_dir), seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import keras
 import numpy as np
@@ -29,8 +30,15 @@ def eps_key(method: str, eps: float) -> str:
 
 
 def attack_sweep(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, epsilons, *, pgd_steps: int, step_fraction: float,
-    batch_size: int = 256, keep: dict | None = None,
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    epsilons,
+    *,
+    pgd_steps: int,
+    step_fraction: float,
+    batch_size: int = 256,
+    keep: dict | None = None,
 ) -> dict:
     """FGSM and PGD accuracy (with CI, precision, recall, F1) at every epsilon.
 
@@ -39,25 +47,43 @@ def attack_sweep(
     stronger attack, so that means masked gradients). If ``keep`` is a dict, the PGD
     images are stored in it by epsilon.
     """
-    attacker, scores, masking = Attacker(model), {}, []
+    attacker, masking = Attacker(model), []
+    scores: dict[str, Any] = {}
     for eps in epsilons:
         for method in ("fgsm", "pgd"):
             start = time.perf_counter()
-            x_adv = attack_images(attacker, x, y, method=method, eps=eps, steps=pgd_steps,
-                                  step_fraction=step_fraction, batch_size=batch_size)
+            x_adv = attack_images(
+                attacker,
+                x,
+                y,
+                method=method,
+                eps=eps,
+                steps=pgd_steps,
+                step_fraction=step_fraction,
+                batch_size=batch_size,
+            )
             m = classification_metrics(y, predict_proba(model, x_adv, batch_size))
             scores[eps_key(method, eps)] = {k: m[k] for k in ATTACK_KEYS}
             if method == "pgd" and keep is not None:
                 keep[eps] = x_adv
             seconds = time.perf_counter() - start
-            log.info("%s eps=%.2f/255: accuracy %.4f (%d images in %.0f s)", method, eps * 255, m["accuracy"], len(y), seconds)
+            log.info(
+                "%s eps=%.2f/255: accuracy %.4f (%d images in %.0f s)",
+                method,
+                eps * 255,
+                m["accuracy"],
+                len(y),
+                seconds,
+            )
         if scores[eps_key("pgd", eps)]["accuracy"] > scores[eps_key("fgsm", eps)]["accuracy"] + 0.01:
             masking.append(round(eps * 255, 2))
     scores["gradient_masking_suspect_eps_255"] = masking
     return scores
 
 
-def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: dict, seed: int, batch_size: int = 256) -> dict:
+def corruption_scores(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, suite: dict, seed: int, batch_size: int = 256
+) -> dict:
     """Accuracy under each everyday change of ``suite`` (name -> (kind, value)), with mean and worst.
 
     ``by_class`` splits each accuracy into the real and the fake images: a change that pushes every
@@ -68,12 +94,19 @@ def corruption_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, suite: d
         right = correct(y, predict_proba(model, corrupt(x, kind, value, seed=seed).astype(np.float32), batch_size))
         per[name] = float(np.mean(right))
         by_class[name] = {LABEL_NAMES[c].lower(): float(np.mean(right[y == c])) for c in (0, 1) if np.any(y == c)}
-    worst = min(per, key=per.get)
-    return {"accuracy": per, "mean": float(np.mean(list(per.values()))), "worst": per[worst], "worst_condition": worst,
-            "by_class": by_class}
+    worst = min(per, key=lambda name: per[name])
+    return {
+        "accuracy": per,
+        "mean": float(np.mean(list(per.values()))),
+        "worst": per[worst],
+        "worst_condition": worst,
+        "by_class": by_class,
+    }
 
 
-def score_model(model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None) -> tuple[dict, np.ndarray]:
+def score_model(
+    model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None
+) -> tuple[dict, np.ndarray]:
     """Everything ``evaluate`` measures of one model on the test set.
 
     Clean metrics on all of ``test``; FGSM/PGD at every ``ev.epsilons`` and the
@@ -85,18 +118,35 @@ def score_model(model: keras.Model, test, subset: np.ndarray, ev, seed: int, kee
     suite = {name: (c.kind, c.value) for name, c in ev.corruptions.items()}
     scores = {
         "clean": classification_metrics(test.y, p_clean),
-        **attack_sweep(model, x, y, ev.epsilons, pgd_steps=ev.pgd_steps, step_fraction=ev.pgd_step_fraction,
-                       batch_size=ev.batch_size, keep=keep),
+        **attack_sweep(
+            model,
+            x,
+            y,
+            ev.epsilons,
+            pgd_steps=ev.pgd_steps,
+            step_fraction=ev.pgd_step_fraction,
+            batch_size=ev.batch_size,
+            keep=keep,
+        ),
         "corruptions": corruption_scores(model, x, y, suite, seed, ev.batch_size),
     }
     return scores, p_clean
 
 
-def perturb(model: keras.Model, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int, step_fraction: float,
-            batch_size: int = 256) -> np.ndarray:
+def perturb(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    steps: int,
+    step_fraction: float,
+    batch_size: int = 256,
+) -> np.ndarray:
     """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds)."""
-    x_adv = attack_images(Attacker(model), x, y, method="pgd", eps=eps, steps=steps,
-                          step_fraction=step_fraction, batch_size=batch_size)
+    x_adv = attack_images(
+        Attacker(model), x, y, method="pgd", eps=eps, steps=steps, step_fraction=step_fraction, batch_size=batch_size
+    )
     return np.clip(np.rint(x_adv), 0, 255).astype(np.uint8)
 
 

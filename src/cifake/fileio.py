@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -12,28 +13,66 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from cifake.errors import CifakeError
+
+# errors that mean "this folder cannot take the file": a full disk or quota, a read-only or forbidden folder
+CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OutputError(CifakeError, OSError):
+    """A file could not be written (full disk, read-only folder); the message names it and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())
+
+
+@contextlib.contextmanager
+def writing(target: str | Path, kept: str = "the previous file is unchanged") -> Iterator[None]:
+    """Turn a full disk or a read-only folder while writing ``target`` into one clear :class:`OutputError`.
+
+    ``kept`` says what is left as it was (the caller makes sure of it, e.g. with :func:`atomic_path`).
+    """
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, OutputError) or not (exc.errno in CANNOT_WRITE or "No space left" in str(exc)):
+            raise
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise OutputError(
+            exc.errno or errno.ENOSPC,
+            f"cannot write {target}: {reason}; {kept}. Free some space or make the folder writable, then run again.",
+        ) from None
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     An interrupted or failing writer leaves ``target`` as it was (absent or the old
-    file), never half-written. The folder must exist and be writable.
+    file), never half-written, and no temporary file behind. The folder must exist;
+    a full disk or a read-only folder is one :class:`OutputError`.
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=folder)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with writing(target):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=folder)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+            yield tmp_path
+            os.replace(tmp_path, target)
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
+
+
+def make_parent(target: str | Path) -> None:
+    """Create the folder of ``target`` if needed (a read-only place is one :class:`OutputError`)."""
+    with writing(target, kept="nothing was written"):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _umask() -> int:
@@ -44,19 +83,18 @@ def _umask() -> int:
 
 def write_text(target: str | Path, text: str) -> None:
     """Atomically write ``text`` to ``target``, creating its folder if needed."""
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_csv(target: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
     """Atomically write a CSV with ``header`` then ``rows``, creating its folder if needed."""
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
+    make_parent(target)
+    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def write_rows(target: str | Path, rows: list[dict]) -> None:

@@ -74,7 +74,7 @@ def roc_points(y_true: np.ndarray, p_fake: np.ndarray) -> list[dict]:
     """ROC curve points (``fpr``, ``tpr``, ``threshold``) for a DVC plot."""
     fpr, tpr, thr = roc_curve(np.asarray(y_true).astype(int), p_fake, pos_label=1, drop_intermediate=True)
     thr = np.minimum(thr, 1.0)  # scikit-learn puts +inf first
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)} for f, t, h in zip(fpr, tpr, thr)]
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)} for f, t, h in zip(fpr, tpr, thr, strict=False)]
 
 
 def pr_points(y_true: np.ndarray, p_fake: np.ndarray, max_points: int = 500) -> list[dict]:

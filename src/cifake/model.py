@@ -20,8 +20,8 @@ from keras import layers
 
 from cifake.config import ModelParams
 from cifake.errors import CifakeError
-from cifake.images import IMAGE_SIZE
 from cifake.fileio import atomic_path
+from cifake.images import IMAGE_SIZE
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 LOGITS_LAYER = "logits"
@@ -79,7 +79,7 @@ def _seed_cnn(x, params: ModelParams):
 
 def _vgg(x, params: ModelParams):
     """VGG-style: per width, ``blocks_per_stage`` conv+BN+ReLU layers, then 2x2 max-pooling."""
-    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks())):
+    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks(), strict=False)):
         for b in range(blocks):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{s}c{b}")(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"s{s}c{b}_bn")(x)
@@ -96,7 +96,7 @@ def _resnet(x, params: ModelParams):
     )(x)
     x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks())):
+    for s, (width, blocks) in enumerate(zip(params.widths, params.stage_blocks(), strict=False)):
         for b in range(blocks):
             stride = 2 if (s > 0 and b == 0) else 1
             x = _basic_block(x, width, stride, name=f"s{s}b{b}")
@@ -160,8 +160,9 @@ def _mirror(pixels):
     x = layers.Permute((1, 3, 2), name="width_last", dtype="float32")(pixels)
     # a zeros initializer draws nothing from the random stream when the model is built or loaded,
     # so fine-tuning a loaded flip-averaged model sees the same randomness as a single-view one
-    flip = layers.Dense(IMAGE_SIZE, use_bias=False, trainable=False, kernel_initializer="zeros", name="mirror",
-                        dtype="float32")
+    flip = layers.Dense(
+        IMAGE_SIZE, use_bias=False, trainable=False, kernel_initializer="zeros", name="mirror", dtype="float32"
+    )
     x = flip(x)
     flip.set_weights([np.eye(IMAGE_SIZE, dtype="float32")[::-1].copy()])
     return layers.Permute((1, 3, 2), name="width_back", dtype="float32")(x)
@@ -180,6 +181,14 @@ def logit_model(model: keras.Model) -> keras.Model | None:
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _alive(ref: weakref.ref) -> keras.Model:
+    """The model behind a weak reference (a traced forward pass outlives no model)."""
+    model = ref()
+    if model is None:
+        raise RuntimeError("the model of this cached forward pass no longer exists")
+    return model
+
+
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """P(Fake) for float pixels in [0, 255], shape ``(N, 32, 32, 3)``; returns shape ``(N,)``.
 
@@ -191,7 +200,7 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> n
     if forward is None:
         ref = weakref.ref(model)  # the cache must not keep the model alive
         forward = tf.function(
-            lambda pixels: ref()(pixels, training=False),
+            lambda pixels: _alive(ref)(pixels, training=False),
             input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
         )
         _FORWARD[model] = forward
@@ -230,7 +239,5 @@ def load_model(path: str | Path) -> keras.Model:
     in_shape = tuple(model.inputs[0].shape[1:])
     out_shape = tuple(model.outputs[0].shape[1:])
     if in_shape != INPUT_SHAPE or out_shape not in ((1,), ()):
-        raise ModelLoadError(
-            f"{path}: expected input (N, 32, 32, 3) and output (N, 1), got {in_shape} -> {out_shape}"
-        )
+        raise ModelLoadError(f"{path}: expected input (N, 32, 32, 3) and output (N, 1), got {in_shape} -> {out_shape}")
     return model

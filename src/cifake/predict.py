@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from cifake.errors import CifakeError
-from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image
 from cifake.fileio import atomic_path, write_csv
+from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, OOD_NOTE, ImageError, load_image, much_larger
 from cifake.metrics import label_metrics
 from cifake.progress import progress
 
@@ -46,12 +46,15 @@ class PredictSummary:
     classified: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    downscaled: int = 0  # images much larger than 32x32 (see images.MUCH_LARGER)
 
     def describe(self) -> str:
         rate = self.classified / self.seconds if self.seconds else 0.0
         text = f"classified {self.classified} images in {self.seconds:.1f} s ({rate:.0f} img/s) -> {self.output}"
         if self.failed:
             text += f"; {len(self.failed)} skipped, listed in {self.errors_file}"
+        if self.downscaled:
+            text += f"\nnote: {self.downscaled} images were downscaled from much larger than 32x32; {OOD_NOTE}"
         return text
 
 
@@ -96,20 +99,23 @@ def _own_files(*outputs: Path) -> Callable[[Path], bool]:
     """True for this run's outputs and their temporary files, should they lie inside the input folder."""
     folders = {o.resolve().parent for o in outputs}
     names = tuple(o.name for o in outputs)
-    return lambda path: path.parent.resolve() in folders and (
-        path.name in names or path.name.startswith(tuple(f".{n}." for n in names))
+    return lambda path: (
+        path.parent.resolve() in folders
+        and (path.name in names or path.name.startswith(tuple(f".{n}." for n in names)))
     )
 
 
 def _batches(
-    root: Path, batch_size: int, failed: list, skip: Callable[[Path], bool]
+    root: Path, batch_size: int, failed: list, skip: Callable[[Path], bool], large: list | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     names, pixels = [], []
     for rel, path, problem in iter_files(root, skip):
-        if problem is None:
+        if path is not None and problem is None:
             try:
                 pixels.append(load_image(path))
                 names.append(rel)
+                if large is not None and much_larger(path):
+                    large.append(rel)
             except ImageError as exc:
                 problem = str(exc)
         if problem is not None:
@@ -197,14 +203,16 @@ def predict_folder(
             skip = _own_files(output, summary.errors_file)
             # the folder is streamed, not listed first: the bar counts without a total
             with progress("predict", summary=False) as bar:  # the caller prints summary.describe()
-                for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip)):
+                large: list[str] = []
+                for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip, large)):
                     p_fake = predict_proba(model, pixels, batch_size)
-                    for name, p in zip(names, p_fake):
+                    for name, p in zip(names, p_fake, strict=False):
                         writer.writerow([name, LABEL_NAMES[int(p >= threshold)]] + ([f"{p:.6f}"] if scores else []))
                     summary.classified += len(names)
                     bar.update(len(names), skipped=len(summary.failed))
         write_csv(summary.errors_file, ["Image Name", "Error"], summary.failed)
     summary.seconds = time.perf_counter() - start
+    summary.downscaled = len(large)
     if summary.classified == 0 and not summary.failed:
         log.warning("no files found under %s", root)
     return summary

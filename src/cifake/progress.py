@@ -47,8 +47,15 @@ def progress(
     """
     stream = stream or sys.stderr
     bar = tqdm(
-        total=total, desc=desc, unit=unit, unit_scale=False, dynamic_ncols=True, mininterval=0.5,
-        file=stream, disable=not _is_terminal(stream), leave=False,
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        file=stream,
+        disable=not _is_terminal(stream),
+        leave=False,
     )
     tracker = Progress(bar)
     start = time.perf_counter()

@@ -15,7 +15,10 @@ from cifake.images import LABEL_NAMES
 
 def confusion_rows(y_true, p_fake, threshold: float = 0.5) -> list[dict]:
     """One ``actual``/``predicted`` row per image, for DVC's confusion template."""
-    return [{"actual": LABEL_NAMES[int(a)], "predicted": LABEL_NAMES[int(p >= threshold)]} for a, p in zip(y_true, p_fake)]
+    return [
+        {"actual": LABEL_NAMES[int(a)], "predicted": LABEL_NAMES[int(p >= threshold)]}
+        for a, p in zip(y_true, p_fake, strict=False)
+    ]
 
 
 def robustness_rows(scores: dict[str, dict], epsilons) -> list[dict]:
@@ -38,8 +41,10 @@ def corruption_rows(scores: dict) -> list[dict]:
 
 def headline(out: dict) -> dict:
     """The few figures that matter, for ``metrics/summary.json`` (``dvc metrics show metrics/summary.json``)."""
-    summary = {"competition_score": round(out["competition_score"], 4),
-               "test_dataset_2_accuracy": round(out["test_dataset_2"]["accuracy"], 4)}
+    summary = {
+        "competition_score": round(out["competition_score"], 4),
+        "test_dataset_2_accuracy": round(out["test_dataset_2"]["accuracy"], 4),
+    }
     for model in ("clean_model", "robust_model"):
         s = out[model]
         row = {"accuracy": s["clean"]["accuracy"], "f1": s["clean"]["f1"]}
@@ -56,7 +61,9 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def adversarial_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], y, path, scale: int = 3) -> None:
+def adversarial_grid(
+    rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], y, path, scale: int = 3
+) -> None:
     """Save a picture of attacked images: per model, originals, amplified perturbations, perturbed images.
 
     ``rows`` holds ``(model name, x, x_adv, p_clean, p_adv)`` with images in [0, 255]; under every
@@ -70,8 +77,10 @@ def adversarial_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, n
         for k, (title, images, captions) in enumerate(_panels(name, x, x_adv, p_clean, p_adv, y)):
             top = (r * 3 + k) * cell_h + 3
             draw.text((4, top + side // 2), title, fill="black")
-            for i, (img, caption) in enumerate(zip(images, captions)):
-                tile = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
+            for i, (img, caption) in enumerate(zip(images, captions, strict=False)):
+                tile = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8)).resize(
+                    (side, side), Image.Resampling.NEAREST
+                )
                 left = label_w + i * (side + 6)
                 canvas.paste(tile, (left, top))
                 draw.text((left, top + side + 4), caption, fill="black")
@@ -83,7 +92,7 @@ def _panels(name, x, x_adv, p_clean, p_adv, y):
     delta = x_adv.astype(np.float32) - x.astype(np.float32)
     gain = 127.0 / max(float(np.abs(delta).max()), 1e-6)
     return [
-        (f"{name}: original", x, [f"{LABEL_NAMES[int(t)]} / p={p:.2f}" for t, p in zip(y, p_clean)]),
+        (f"{name}: original", x, [f"{LABEL_NAMES[int(t)]} / p={p:.2f}" for t, p in zip(y, p_clean, strict=False)]),
         (f"{name}: perturbation x{gain:.0f}", 127.5 + delta * gain, ["" for _ in y]),
         (f"{name}: attacked", x_adv, [f"-> {LABEL_NAMES[int(p >= 0.5)]} p={p:.2f}" for p in p_adv]),
     ]

@@ -3,7 +3,9 @@
 The ``train`` and ``fgsm_finetune`` stages differ only in their settings and
 files, so both call :func:`train_and_register`. Outputs are written before
 anything goes to MLflow, so a tracking server that fails mid-run never costs a
-trained model. The stage scripts pass every path.
+trained model; and every MLflow record goes through an :class:`~cifake.outbox.Outbox`,
+so such a server costs no time and loses no figure either (what it missed is sent
+when it answers again). The stage scripts pass every path.
 """
 
 from __future__ import annotations
@@ -20,21 +22,25 @@ import keras
 from cifake import tracking
 from cifake.checkpoint import remove_checkpoints
 from cifake.dataset import Split, describe_dataset
+from cifake.distribute import is_chief
 from cifake.fileio import sha256_file, write_json, write_rows
 from cifake.model import save_model, with_flip_average
-from cifake.training import FitConfig, FitResult, fit, is_chief, monitored_metric
+from cifake.outbox import Outbox, send_waiting
+from cifake.training import FitConfig, FitResult, fit, monitored_metric
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where a training stage writes: the model, its metrics, its history, and its checkpoints."""
+    """Where a training stage writes: the model, its metrics, its history, its checkpoints, and the
+    outbox of MLflow records not sent yet (a folder shared by the stages, outside DVC and git)."""
 
     model: Path
     metrics: Path
     history: Path
     checkpoints: Path
+    outbox: Path
 
 
 def fingerprint(*parts: object) -> str:
@@ -42,11 +48,20 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _safe_log_epoch(row: dict) -> None:
-    try:
-        tracking.log_epoch(row)
-    except Exception as exc:  # never lose training to a tracking hiccup
-        log.warning("MLflow: could not log epoch %s (%s); training goes on", row.get("epoch"), exc)
+def _epoch_logger(outbox: Outbox):
+    """Keep each epoch's metrics in ``outbox`` and send them at once, with the short HTTP policy."""
+
+    def log_epoch(row: dict) -> None:
+        outbox.add_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        if not outbox.send(tracking.QUICK):
+            log.warning(
+                "MLflow: epoch %s not sent (%s); kept in %s and sent when the server answers",
+                row["epoch"],
+                outbox.problem,
+                outbox.folder,
+            )
+
+    return log_epoch
 
 
 def stage_metrics(result: FitResult, config: FitConfig, meta: dict) -> dict:
@@ -63,44 +78,93 @@ def stage_metrics(result: FitResult, config: FitConfig, meta: dict) -> dict:
 
 
 def train_and_register(
-    model: keras.Model, train: Split, val: Split, config: FitConfig, *, stage: str, stage_params: dict,
-    meta: dict, files: RunFiles, experiment: str, registered_model: str, alias: str | None, strategy, key: str,
+    model: keras.Model,
+    train: Split,
+    val: Split,
+    config: FitConfig,
+    *,
+    stage: str,
+    stage_params: dict,
+    meta: dict,
+    files: RunFiles,
+    experiment: str,
+    registered_model: str,
+    alias: str | None,
+    strategy,
+    key: str,
     flip_average: bool = False,
 ) -> dict | None:
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
 
-    With ``flip_average`` the saved and registered model averages the trained network's logit over each
-    image and its mirror image (:func:`cifake.model.with_flip_average`); training and its validation
-    figures are those of the network itself.
-
-    Returns the stage metrics; None on a ``multi_worker`` helper, which trains its share and leaves
-    saving and logging to the chief.
+    With ``flip_average`` the saved model averages the logit over each image and its mirror image
+    (:func:`cifake.model.with_flip_average`); validation figures are the network's own. Returns the
+    stage metrics; None on a ``multi_worker`` helper, which leaves saving and logging to the chief.
     """
     if not is_chief(strategy):
         fit(model, train, val, config, strategy=strategy)
         print(f"{stage}: this worker's part of the training is done; the chief saves the model and logs it")
         return None
-    with tracking.stage_run(stage, experiment, stage_params, meta):
-        start = time.perf_counter()
-        result = fit(model, train, val, config, on_epoch=_safe_log_epoch, strategy=strategy,
-                     checkpoint_dir=files.checkpoints, fingerprint=key)
-        seconds = time.perf_counter() - start
-        shipped = with_flip_average(result.model) if flip_average else result.model
-        save_model(shipped, files.model)
-        write_rows(files.history, result.history)
-        metrics = stage_metrics(result, config, meta)
-        write_json(files.metrics, metrics)
-        # wall time goes to MLflow only, so that metrics files are identical across reruns
-        tracking.log_metrics({"train_seconds": seconds, "resumed_at_epoch": result.resumed_at_epoch})
-        tracking.log_metrics({k: v for k, v in metrics.items() if k.startswith("val_")}, prefix="best")
-        tracking.log_artifacts(files.history, files.metrics)
-        version = tracking.register_model(
-            shipped, registered_model, _description(stage, meta, metrics), alias=alias,
+    run_id = tracking.open_run(stage, experiment, stage_params, meta)  # the server must answer to start
+    send_waiting(files.outbox)  # what earlier runs could not send
+    outbox = Outbox.create(files.outbox, tracking.tracking_uri(), run_id, stage)
+    try:
+        metrics = _train_and_save(model, train, val, config, strategy, outbox, meta, files, key, flip_average)
+        outbox.add_model(
+            files.model,
+            registered_model,
+            _description(stage, meta, metrics),
+            alias,
             tags={"stage": stage, "model_sha256": sha256_file(files.model)},
         )
-        print(f"{stage}: saved {files.model}; registered {registered_model} v{version}")
+        outbox.end("FINISHED")
+    except BaseException:
+        _end_failed(outbox)
+        raise
+    if outbox.send(tracking.PATIENT):
+        print(f"{stage}: saved {files.model}; registered {registered_model} v{outbox.version}")
+    else:
+        print(
+            f"{stage}: saved {files.model}, but the MLflow server did not answer ({outbox.problem}); still to send: "
+            f"{outbox.waiting()} (kept in {outbox.folder}; `cifake sync-tracking` sends them once it is back)"
+        )
     remove_checkpoints(files.checkpoints)  # outputs are written: the checkpoint has served
     return metrics
+
+
+def _train_and_save(model, train, val, config, strategy, outbox: Outbox, meta, files: RunFiles, key, flip_average):
+    """Fit (logging every epoch to ``outbox``), write the model, history and metrics files; keep the
+    final metrics and the files in ``outbox``. Returns the stage metrics."""
+    start = time.perf_counter()
+    result = fit(
+        model,
+        train,
+        val,
+        config,
+        on_epoch=_epoch_logger(outbox),
+        strategy=strategy,
+        checkpoint_dir=files.checkpoints,
+        fingerprint=key,
+    )
+    seconds = time.perf_counter() - start
+    shipped = with_flip_average(result.model) if flip_average else result.model
+    save_model(shipped, files.model)
+    write_rows(files.history, result.history)
+    metrics = stage_metrics(result, config, meta)
+    write_json(files.metrics, metrics)
+    # wall time goes to MLflow only, so that metrics files are identical across reruns
+    best = {f"best.{k}": v for k, v in metrics.items() if k.startswith("val_")}
+    outbox.add_metrics({"train_seconds": seconds, "resumed_at_epoch": result.resumed_at_epoch, **best})
+    outbox.add_files(files.history, files.metrics)
+    return metrics
+
+
+def _end_failed(outbox: Outbox) -> None:
+    """The stage failed: tell MLflow so if it answers at once; otherwise the outbox keeps it."""
+    try:
+        outbox.end("FAILED")
+        outbox.send(tracking.QUICK)
+    except Exception as exc:  # e.g. the disk is full: the stage's own error matters more
+        log.warning("MLflow: could not record the failed run (%s)", exc)
 
 
 def _description(stage: str, meta: dict, metrics: dict) -> str:
@@ -108,4 +172,3 @@ def _description(stage: str, meta: dict, metrics: dict) -> str:
         f"{stage} on {meta['dataset']} data; {metrics['architecture']}, {metrics['parameters']:,} params; "
         + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
     )
-

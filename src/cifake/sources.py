@@ -134,8 +134,12 @@ def _extract_images(zf: zipfile.ZipFile, infos, prefix: PurePosixPath, tmp: Path
             bar.update()
             rel = PurePosixPath(info.filename).relative_to(prefix) if prefix.parts else PurePosixPath(info.filename)
             parts = rel.parts
-            if len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in CLASSES \
-                    or PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES:
+            if (
+                len(parts) != 3
+                or parts[0] not in SPLITS
+                or parts[1] not in CLASSES
+                or PurePosixPath(parts[2]).suffix.lower() not in IMAGE_SUFFIXES
+            ):
                 skipped.append(info.filename)
                 continue
             target = (tmp / rel).resolve()

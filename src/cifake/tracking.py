@@ -2,7 +2,10 @@
 
 The default tracking URI is ``sqlite:///mlflow.db`` in the project root (the
 file store is rejected by recent MLflow); ``MLFLOW_TRACKING_URI`` overrides it.
-A remote server is checked before any long work starts.
+A remote server is checked before any long work starts. Calls made while
+training use a short HTTP policy (:data:`QUICK`, :func:`http_policy`): MLflow's
+default retries would block a call to a server that went away for about five
+minutes. What could not be sent waits in a :class:`cifake.outbox.Outbox`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# HTTP policies (retries, seconds per request): per-epoch calls must never stall training;
+# the end of a stage and `cifake sync-tracking` can afford a couple of retries and a slow upload
+QUICK = (0, 5.0)
+PATIENT = (2, 60.0)
 
 
 class TrackingError(CifakeError, RuntimeError):
@@ -51,6 +58,30 @@ def check_tracking_server(uri: str | None = None, timeout: float = 5.0) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def http_policy(policy: tuple[int, float]) -> Iterator[None]:
+    """MLflow's HTTP retries and timeout (``policy``, e.g. :data:`QUICK`) for the calls made inside.
+
+    MLflow reads these environment variables on every request, so they hold for exactly this block.
+    """
+    retries, timeout = policy
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout)),
+    }
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
@@ -70,17 +101,29 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, params: dict, dataset: dict) -> Iterator:
-    """Start an MLflow run for one pipeline stage, with params and tags set.
+    """Start an MLflow run for one pipeline stage, with params and tags set (see :func:`open_run`);
+    it is the active run inside the block and ends with it."""
+    import mlflow
+
+    with mlflow.start_run(run_id=open_run(stage, experiment, params, dataset)) as run:
+        yield run
+
+
+def open_run(stage: str, experiment: str, params: dict, dataset: dict) -> str:
+    """Create an MLflow run for one pipeline stage, with params and tags set; return its id.
 
     ``params`` is a (nested) dict of the stage's settings; ``dataset`` is what the
     preprocess stage recorded (``data/processed/meta.json``): at least ``dataset``
-    (the source: sample, archive, ...) and ``dataset_sha256``.
+    (the source: sample, archive, ...) and ``dataset_sha256``. The run is not made
+    the active one, so nothing but the caller ever waits on the server for it.
     """
     import mlflow
+    from mlflow.entities import Param
+    from mlflow.tracking.context import registry
 
     check_tracking_server()
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment)
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
     # MLflow 3 opens an experiment without this tag on its GenAI overview; this one holds training runs
     mlflow.set_experiment_tag(EXPERIMENT_KIND_TAG, "custom_model_development")
     commit = git_commit()
@@ -95,9 +138,13 @@ def stage_run(stage: str, experiment: str, params: dict, dataset: dict) -> Itera
         tags["dvc_experiment"] = experiment_name
     # e.g. "train-archive-sworn-bump" under `dvc exp run`, "train-sample-1cb9ad6" under `dvc repro`
     name = f"{stage}-{dataset.get('dataset', 'data')}-{experiment_name or commit[:7]}"
-    with mlflow.start_run(run_name=name, tags=tags) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in _flatten("", params, {}).items()})
-        yield run
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, tags=registry.resolve_tags(tags), run_name=name)
+    flat = {k: str(v)[:500] for k, v in _flatten("", params, {}).items()}
+    items = sorted(flat.items())
+    for i in range(0, len(items), 100):  # the REST API takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    return run.info.run_id
 
 
 def log_epoch(row: dict) -> None:
@@ -145,17 +192,39 @@ def register_model(
 
     example = np.zeros((2, 32, 32, 3), dtype=np.float32)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    info = mlflow.keras.log_model(
-        model, name="model", signature=signature, registered_model_name=registered_name
-    )
-    version = str(info.registered_model_version)
+    info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=registered_name)
+    version = int(info.registered_model_version)
+    _describe_version(registered_name, version, description, alias, tags)
+    return version
+
+
+def register_run_model(
+    model, run_id: str, registered_name: str, description: str, alias: str | None = None, tags: dict | None = None
+) -> int:
+    """:func:`register_model` for the run ``run_id``, once: if the run already has a version, that one is
+    described (and given the alias) again instead of a new one being made. Returns the version."""
+    import mlflow
+
     client = mlflow.MlflowClient()
-    client.update_model_version(registered_name, version, description=description)
+    found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    if found:
+        version = max(int(v.version) for v in found)
+        _describe_version(registered_name, version, description, alias, tags)
+        return version
+    with mlflow.start_run(run_id=run_id):
+        return register_model(model, registered_name, description, alias=alias, tags=tags)
+
+
+def _describe_version(registered_name: str, version: int, description: str, alias: str | None, tags: dict | None):
+    """Set a version's description and tags (``training`` repeats the description) and move ``alias`` to it."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.update_model_version(registered_name, str(version), description=description)
     for key, value in {**(tags or {}), "training": description}.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
+        client.set_model_version_tag(registered_name, str(version), key, str(value))
     if alias:
-        client.set_registered_model_alias(registered_name, alias, version)
-    return int(version)
+        client.set_registered_model_alias(registered_name, alias, str(version))
 
 
 def describe_versions(registered_name: str, summaries: dict[str, str]) -> list[int]:
@@ -174,8 +243,12 @@ def describe_versions(registered_name: str, summaries: dict[str, str]) -> list[i
     for sha, summary in summaries.items():
         found = client.search_model_versions(f"name = '{registered_name}' and tags.model_sha256 = '{sha}'")
         if not found:
-            log.warning("no registered version of %s has model_sha256=%s; description not updated", registered_name, sha)
+            log.warning(
+                "no registered version of %s has model_sha256=%s; description not updated", registered_name, sha
+            )
         for v in found:
-            client.update_model_version(registered_name, v.version, description=f"{v.tags.get('training', '')}\n{summary}")
+            client.update_model_version(
+                registered_name, v.version, description=f"{v.tags.get('training', '')}\n{summary}"
+            )
             updated.append(int(v.version))
     return sorted(updated)

@@ -16,10 +16,9 @@ robustness collapses.
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -33,42 +32,6 @@ from cifake.dataset import Split
 from cifake.model import with_precision
 
 log = logging.getLogger(__name__)
-
-
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named in ``params.yaml`` (``train.strategy``).
-
-    ``none``: TensorFlow's default strategy (one device). ``mirrored``: synchronous
-    data parallelism over all GPUs, or over all logical CPU devices when there is
-    no GPU. ``multi_worker``: ``MultiWorkerMirroredStrategy``, which reads the
-    cluster from the ``TF_CONFIG`` environment variable. Build or load the model
-    inside ``strategy.scope()``; :func:`fit` then trains it on every replica.
-    """
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            log.warning("multi_worker: TF_CONFIG is not set, so this process trains as a single worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; use none, mirrored or multi_worker")
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process saves the model and logs to MLflow.
-
-    True everywhere except on the non-chief workers of a ``multi_worker`` cluster:
-    the chief is the task of type ``chief``, or worker 0 when ``TF_CONFIG`` names none.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    if not cluster:
-        return True
-    if "chief" in cluster:
-        return resolver.task_type == "chief"
-    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 @dataclass(frozen=True)
@@ -158,25 +121,39 @@ class Trainer(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy]
 
+    @property
+    def attack_settings(self) -> Adversarial:
+        """The adversarial settings (clean training has none, and never attacks)."""
+        if self.adv is None:
+            raise ValueError("clean training has no attack settings")
+        return self.adv
+
     def epsilon(self) -> tf.Tensor:
         """The attack radius now: ramps linearly to ``epsilon`` over the warm-up steps."""
         if self.warmup_steps <= 0:
-            return tf.constant(self.adv.epsilon, tf.float32)
+            return tf.constant(self.attack_settings.epsilon, tf.float32)
         done = tf.cast(self.optimizer.iterations + 1, tf.float32) / self.warmup_steps
-        return self.adv.epsilon * tf.minimum(1.0, done)
+        return self.attack_settings.epsilon * tf.minimum(1.0, done)
 
     def attack(self, x, y):
         """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples."""
-        n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - self.adv.clean_fraction)), tf.int32)
+        adv = self.attack_settings
+        n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - adv.clean_fraction)), tf.int32)
         eps = self.epsilon()
-        step = eps * (self.adv.step / self.adv.epsilon)
+        step = eps * (adv.step / adv.epsilon)
         x01, y_adv = x[:n_adv] / 255.0, y[:n_adv]
-        if self.adv.method == "n_fgsm":
+        if adv.method == "n_fgsm":
             x_adv = n_fgsm(self.logits, x01, y_adv, eps, step, seed=self.seed_generator, training=True)
         else:
             x_adv = fgsm(
-                self.logits, x01, y_adv, eps, step,
-                random_start=self.adv.random_start, seed=self.seed_generator, training=True,
+                self.logits,
+                x01,
+                y_adv,
+                eps,
+                step,
+                random_start=adv.random_start,
+                seed=self.seed_generator,
+                training=True,
             )
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
 
@@ -218,7 +195,13 @@ def training_batches(train: Split, config: FitConfig) -> TrainingBatches:
     adv = config.adversarial
     unchanged = 0.0 if adv is None or adv.everyday_attacked else 1.0 - adv.clean_fraction
     return TrainingBatches(
-        train.x, train.y, config.batch_size, config.seed, config.augment, config.everyday, config.everyday_ranges,
+        train.x,
+        train.y,
+        config.batch_size,
+        config.seed,
+        config.augment,
+        config.everyday,
+        config.everyday_ranges,
         unchanged_share=unchanged,
     )
 
@@ -257,12 +240,12 @@ def fit(
     config: FitConfig,
     on_epoch: Callable[[dict], None] | None = None,
     strategy: tf.distribute.Strategy | None = None,
-    checkpoint_dir: str | None = None,
+    checkpoint_dir: str | Path | None = None,
     fingerprint: str = "",
 ) -> FitResult:
     """Train ``model`` with ``Model.fit``; return the best epoch's float32 detector and the history.
 
-    With a ``strategy`` (see :func:`distribution_strategy`), ``model`` must have
+    With a ``strategy`` (see :func:`cifake.distribute.distribution_strategy`), ``model`` must have
     been built or loaded inside ``strategy.scope()``; each batch of
     ``config.batch_size`` images is split across its replicas. With a
     ``checkpoint_dir`` the state is saved after every epoch, and a run killed
@@ -286,9 +269,15 @@ def fit(
             if isinstance(callback, EMAWeights):
                 callback.resumed()
     done = trainer.fit(
-        batches.dataset(first_epoch=start), steps_per_epoch=batches.steps_per_epoch,
-        validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)), validation_batch_size=256,
-        epochs=epochs, initial_epoch=start, callbacks=callbacks, verbose=0, shuffle=False,
+        batches.dataset(first_epoch=start),
+        steps_per_epoch=batches.steps_per_epoch,
+        validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)),
+        validation_batch_size=256,
+        epochs=epochs,
+        initial_epoch=start,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
     )
     history = (resumed.history if resumed else []) + _rows(done, start)
     final = with_precision(detector, "float32") if config.precision != "float32" else detector
