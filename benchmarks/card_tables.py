@@ -1,10 +1,13 @@
-"""Print the model card's result tables (markdown) from a pipeline run's metrics files.
+"""The tables of the model card and of the experiments notebook, generated from the kept measurements.
 
-    python benchmarks/card_tables.py             # reads metrics/ of the workspace
-    python benchmarks/card_tables.py --metrics <folder with data.json, train.json, finetune.json, evaluate.json>
+    python benchmarks/card_tables.py                      # print the tables of a run's metrics/ (the workspace's)
+    python benchmarks/card_tables.py --metrics docs/experiments/run-2026-11-27-wide075
+    python benchmarks/card_tables.py --write              # rewrite the generated blocks of the card and notebook
+    python benchmarks/card_tables.py --check              # exit 1 if a generated block is stale (CI's test does this)
 
-The figures in models/pretrained/MODEL_CARD.md are this script's output for the run that made the
-shipped models, so they are copied, not retyped. Intervals are 95 % Wilson intervals
+A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` in
+models/pretrained/MODEL_CARD.md and docs/experiments.md; nothing between the markers is typed by hand, so
+the documents cannot drift from the metrics files. Intervals are 95 % Wilson intervals
 (cifake.metrics.accuracy_interval) on the number of images each figure was measured on.
 """
 
@@ -13,11 +16,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
 from cifake.metrics import accuracy_interval
 
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "docs" / "experiments"
+SHIPPED_RUN = RUNS / "run-2026-11-27-wide075"  # the run that made cifake-robust.keras (and reused cifake-clean's)
+SHIPPED_UNSEEN = RESULTS / "corruption_unseen_2026-11-27-wide075.jsonl"
+SHIPPED_NOVEL = (RESULTS / "corruption_novel_2026-11-27.jsonl", "models/pretrained/cifake-robust.keras")
+CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
+NOTEBOOK = ROOT / "docs" / "experiments.md"
+
+# The targets of the robust model, as the results tables print them.
 TARGETS = {
     "accuracy": "≥ 96.0 %",
     "f1": "≥ 0.96",
@@ -25,6 +39,18 @@ TARGETS = {
     "pgd_eps4": "≥ 82 %",
     "mean": "≥ 90 %",
     "worst": "≥ 80 %",
+}
+# Status of every full run kept in docs/experiments/ (what it became); its figures come from its files.
+RUN_STATUS = {
+    "run-2026-11-26": "replaced (`full-fgh`, first full run)",
+    "run-2026-11-26-long": "replaced (`full-long`, 12 fine-tuning epochs)",
+    "run-2026-11-26-ft16": "replaced (`full-ft16`, single view)",
+    "run-2026-11-27-ft16-flip": "replaced (`full-ft16-flip`, flip-averaged; meets 4/255, misses unseen changes)",
+    "run-2026-11-27-eps5": "candidate (`full-eps5`, ε = 5/255; single view)",
+    "run-2026-11-27-co-eps5": "candidate (`full-co-eps5`, from the clean-only model; single view)",
+    "run-2026-11-27-wide1": "candidate (`full-wide1`, every fine-tuning image changed)",
+    "run-2026-11-27-wide075-sharpen": "candidate (`full-wide075-sharpen`, sharpening added)",
+    "run-2026-11-27-wide075": "**shipped** (`full-wide075`: `cifake-robust.keras`)",
 }
 
 
@@ -58,13 +84,13 @@ def results_table(ev: dict) -> list[str]:
             name = key.replace("pgd", attack)
             eps = key.removeprefix("pgd_eps").replace("p", ".")  # the naming of cifake.evaluation.eps_key
             label = f"{'FGSM' if attack == 'fgsm' else 'PGD-' + str(ev['pgd_steps'])} ε={eps}/255"
-            cells = [scored(m[name]) for m in models]
-            rows.append(f"| {label} | " + " | ".join(cells) + f" | {TARGETS.get(key, '') if attack == 'pgd' else ''} |")
+            target = TARGETS.get(key, "") if attack == "pgd" else ""
+            rows.append(f"| {label} | " + " | ".join(scored(m[name]) for m in models) + f" | {target} |")
     return rows
 
 
 def corruption_table(ev: dict) -> list[str]:
-    """Each everyday change, then mean and worst, for both models."""
+    """Each everyday change of ``evaluate.corruptions``, then mean and worst, for both models."""
     k = ev["attack_images"]
     suites = [ev["clean_model"]["corruptions"], ev["robust_model"]["corruptions"]]
     rows = ["| change | clean model | robust model | target (robust) |", "|---|---|---|---|"]
@@ -73,6 +99,51 @@ def corruption_table(ev: dict) -> list[str]:
     rows.append("| **mean** | " + " | ".join(pct(s["mean"]) for s in suites) + f" | {TARGETS['mean']} |")
     worst = [f"{pct(s['worst'], k)} ({s['worst_condition']})" for s in suites]
     rows.append("| **worst** | " + " | ".join(worst) + f" | {TARGETS['worst']} |")
+    return rows
+
+
+def suite_table(unseen: dict, novel: dict) -> list[str]:
+    """The robust model under the unseen settings and the novel kinds (``corruption_suite.py`` results)."""
+    rows = ["| unseen setting | accuracy | novel kind | accuracy |", "|---|---|---|---|"]
+    left, right = list(unseen["accuracy"].items()), list(novel["accuracy"].items())
+    for i in range(max(len(left), len(right))):
+        cells = [(f"{n}", pct(a, unseen["images"])) for n, a in left[i : i + 1]] or [("", "")]
+        cells += [(f"{n}", pct(a, novel["images"])) for n, a in right[i : i + 1]] or [("", "")]
+        rows.append("| " + " | ".join(f"{a} | {b}" for a, b in cells) + " |")
+    for what in ("mean", "worst"):
+        extra = [f" ({s['worst_condition']})" if what == "worst" else "" for s in (unseen, novel)]
+        rows.append(f"| **{what}** | {pct(unseen[what])}{extra[0]} | **{what}** | {pct(novel[what])}{extra[1]} |")
+    return rows
+
+
+def targets_table(ev: dict, unseen: dict, novel: dict) -> list[str]:
+    """Each target of the shipped robust model, met or missed, with the margin."""
+    robust = ev["robust_model"]
+    listed = robust["corruptions"]
+    checks = [
+        ("clean accuracy ≥ 96.0 %", robust["clean"]["accuracy"], 0.96, "%"),
+        ("F1 (Fake) ≥ 0.96", robust["clean"]["f1"], 0.96, ""),
+        ("PGD-20 at 2/255 ≥ 90 %", robust["pgd_eps2"]["accuracy"], 0.90, "%"),
+        ("PGD-20 at 4/255 ≥ 82 %", robust["pgd_eps4"]["accuracy"], 0.82, "%"),
+        ("listed everyday changes: mean ≥ 90 %", listed["mean"], 0.90, "%"),
+        ("listed everyday changes: worst ≥ 80 %", listed["worst"], 0.80, "%"),
+        ("unseen settings: mean ≥ 90 %", unseen["mean"], 0.90, "%"),
+        ("unseen settings: worst ≥ 80 %", unseen["worst"], 0.80, "%"),
+        ("novel kinds: mean ≥ 90 %", novel["mean"], 0.90, "%"),
+        ("novel kinds: worst ≥ 85 %", novel["worst"], 0.85, "%"),
+    ]
+    rows = ["| target | shipped robust model | verdict |", "|---|---|---|"]
+    for name, value, bound, unit in checks:
+        scale, digits = (100, 2) if unit else (1, 3)  # the margin is taken between the figures as shown
+        shown, limit = round(scale * value, digits), round(scale * bound, digits)
+        margin = f"{abs(shown - limit):.{digits}f}" + (" points" if unit else "")
+        verdict = f"met by {margin}" if shown >= limit else f"**missed by {margin}**"
+        rows.append(f"| {name} | {shown:.{digits}f}{' %' if unit else ''} | {verdict} |")
+    masked = robust["gradient_masking_suspect_eps_255"]
+    rows.append(
+        f"| no gradient masking (PGD ≤ FGSM + 1 point at every ε) | suspects: {masked or 'none'} | "
+        f"{'met' if not masked else '**missed**'} |"
+    )
     return rows
 
 
@@ -94,21 +165,137 @@ def training_lines(folder: Path) -> list[str]:
     return lines
 
 
+def runs_table(runs: Path) -> list[str]:
+    """One row per full run kept in ``runs`` (its evaluate.json), newest first."""
+    head = (
+        "| run | status | clean | F1 | PGD-20 2/255 | PGD-20 4/255 | listed everyday mean / worst "
+        "| Test_dataset_2 | competition |"
+    )
+    rows = [head, "|" + "---|" * 9]
+    for folder in sorted(runs.glob("run-*/evaluate.json"), reverse=True):
+        ev, name = json.loads(folder.read_text()), folder.parent.name
+        r, c = ev["robust_model"], ev["robust_model"]["corruptions"]
+        rows.append(
+            f"| [{name}](experiments/{name}/) | {RUN_STATUS.get(name, '')} | {pct(r['clean']['accuracy'])} | "
+            f"{r['clean']['f1']:.3f} | {pct(r['pgd_eps2']['accuracy'])} | {pct(r['pgd_eps4']['accuracy'])} | "
+            f"{100 * c['mean']:.2f} / {100 * c['worst']:.2f} % | {pct(ev['test_dataset_2']['accuracy'])} | "
+            f"{100 * ev['competition_score']:.2f} |"
+        )
+    return rows
+
+
+def corruption_results_table(results: Path) -> list[str]:
+    """Every line of the everyday-change benchmark files: which file, which model, mean and worst."""
+    rows = [
+        "| results file | model (path when measured) | images | clean | mean | worst |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(results.glob("corruption_*.jsonl")):
+        for line in read_jsonl(path):
+            rows.append(
+                f"| `{path.name}` | `{line['model']}` | {line['images']} | {pct(line['clean'])} | "
+                f"{pct(line['mean'])} | {pct(line['worst'])} ({line['worst_condition']}) |"
+            )
+    return rows
+
+
+def flat_table(lines: list[dict]) -> list[str]:
+    """Rows of JSON objects as a table; nested objects become ``outer.inner`` columns."""
+    flat = [_flatten(line) for line in lines]
+    columns = list(dict.fromkeys(key for row in flat for key in row))
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return rows + ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in flat]
+
+
+def _flatten(obj: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def card_blocks() -> dict[str, list[str]]:
+    """The model card's generated blocks, from the shipped run's files and its everyday-change results."""
+    ev = json.loads((SHIPPED_RUN / "evaluate.json").read_text())
+    unseen = read_jsonl(SHIPPED_UNSEEN)[0]
+    novel = next(line for line in read_jsonl(SHIPPED_NOVEL[0]) if line["model"] == SHIPPED_NOVEL[1])
+    t2 = ev["test_dataset_2"]
+    return {
+        "training": training_lines(SHIPPED_RUN),
+        "results": results_table(ev),
+        "everyday": corruption_table(ev),
+        "unseen-novel": suite_table(unseen, novel),
+        "targets": targets_table(ev, unseen, novel),
+        "test2": [
+            f"Test_dataset_2 ({t2['attack']}, white-box against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}; "
+            f"competition score (0.4 × clean + 0.6 × Test_dataset_2): {100 * ev['competition_score']:.2f}."
+        ],
+    }
+
+
+def notebook_blocks() -> dict[str, list[str]]:
+    """The experiments notebook's generated blocks, from benchmarks/results/*.jsonl and the kept runs."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from recipe_search import table as recipe_table
+
+    return {
+        "runs": runs_table(RUNS),
+        "recipes": recipe_table(read_jsonl(RESULTS / "recipe_search.jsonl")).splitlines(),
+        "corruptions": corruption_results_table(RESULTS),
+        "flip-average": flat_table(read_jsonl(RESULTS / "flip_average.jsonl")),
+        "weight-interpolation": flat_table(read_jsonl(RESULTS / "weight_interpolation.jsonl")),
+    }
+
+
+def fill(text: str, blocks: dict[str, list[str]]) -> str:
+    """``text`` with every generated block replaced by its new content (the markers stay)."""
+    for name, lines in blocks.items():
+        pattern = re.compile(
+            rf"(<!-- generated:{re.escape(name)} -->\n).*?(<!-- /generated:{re.escape(name)} -->)", re.S
+        )
+        if not pattern.search(text):
+            raise KeyError(f"no generated block {name!r}")
+        body = "\n".join(lines)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+    return text
+
+
+def documents() -> dict[Path, str]:
+    """Each generated document as it should read now."""
+    return {
+        CARD: fill(CARD.read_text(encoding="utf-8"), card_blocks()),
+        NOTEBOOK: fill(NOTEBOOK.read_text(encoding="utf-8"), notebook_blocks()),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--metrics", type=Path, default=Path("metrics"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics"), help="a run's metrics folder to print")
+    ap.add_argument("--write", action="store_true", help="rewrite the generated blocks of the card and notebook")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a generated block is out of date")
     args = ap.parse_args()
+    if args.write or args.check:
+        stale = [path for path, text in documents().items() if path.read_text(encoding="utf-8") != text]
+        if args.write:
+            for path, text in documents().items():
+                path.write_text(text, encoding="utf-8")
+        print(
+            "\n".join(f"{'rewrote' if args.write else 'stale'}: {p.relative_to(ROOT)}" for p in stale) or "up to date"
+        )
+        return 1 if stale and args.check else 0
     ev = json.loads((args.metrics / "evaluate.json").read_text())
-    t2 = ev["test_dataset_2"]
-    out = [f"Data: {ev['dataset']}; {ev['test_images']} test images, {ev['attack_images']} attacked or changed.", ""]
-    out += training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev) + [""]
-    out.append(f"Test_dataset_2 ({t2['attack']}, against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}")
-    out.append(
-        f"Competition score (0.4 × clean + 0.6 × Test_dataset_2, robust model): {100 * ev['competition_score']:.2f}"
-    )
-    masking = {name: ev[f"{name}_model"]["gradient_masking_suspect_eps_255"] for name in ("clean", "robust")}
-    out.append(f"Gradient-masking suspects (ε/255 where PGD > FGSM): {masking}")
-    print("\n".join(out))
+    print("\n".join(training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev)))
     return 0
 
 

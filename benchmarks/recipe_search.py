@@ -226,21 +226,20 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
     return out
 
 
-def unseen(scores: dict) -> str:
-    """Mean / worst accuracy under the unseen conditions, or "not scored" (recipes run before they were added)."""
-    if "unseen" not in scores:
+def unseen(scores: dict, suite: str = "unseen") -> str:
+    """Mean / worst accuracy under the unseen (or novel) conditions; "not scored" for recipes run before them."""
+    if suite not in scores:
         return "not scored"
-    u = scores["unseen"]
+    u = scores[suite]
     return f"{100 * u['mean']:.1f} / {100 * u['worst']:.1f} ({u['worst_condition']})"
 
 
 def table(lines: list[dict]) -> str:
     """The results as a markdown table (figures in %), best PGD-10 at 4/255 first."""
     head = (
-        "| recipe | params | CPU min (clean + adv) | clean model | robust: clean | PGD-10 2/255 | PGD-10 4/255 "
-        "| FGSM 4/255 | everyday mean / worst (robust) | unseen mean / worst (robust) | PGD-4 points per CPU-min |\n|"
-        + "---|"
-        * 11
+        "| recipe | measured | params | CPU min (clean + adv) | clean model | robust: clean | PGD-10 2/255 "
+        "| PGD-10 4/255 | FGSM 4/255 | everyday mean / worst (robust) | unseen mean / worst (robust) "
+        "| novel mean / worst (robust) | PGD-4 points per CPU-min |\n|" + "---|" * 13
     )
     rows = []
     for r in sorted(lines, key=lambda r: -r["robust_model"]["attacks"]["pgd_eps4"]["accuracy"]):
@@ -250,11 +249,12 @@ def table(lines: list[dict]) -> str:
         clean = f"{100 * r['clean_model']['clean_accuracy']:.1f}" if r.get("clean_model_valid", True) else "n/a"
         clean = clean if r["settings"]["clean_epochs"] else "none (0 epochs)"
         rows.append(
-            f"| {r['recipe']} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} ({r['cpu_seconds']['clean'] / 60:.0f} + "
-            f"{r['cpu_seconds']['adversarial'] / 60:.0f}) | {clean} | {100 * rob['clean_accuracy']:.1f} | "
-            f"{100 * attacks['pgd_eps2']['accuracy']:.1f} | {100 * attacks['pgd_eps4']['accuracy']:.1f} | "
-            f"{100 * attacks['fgsm_eps4']['accuracy']:.1f} | {100 * rob['corruptions']['mean']:.1f} / "
-            f"{100 * rob['corruptions']['worst']:.1f} ({rob['corruptions']['worst_condition']}) | {unseen(rob)} | "
+            f"| {r['recipe']} | {r.get('measured', 'not recorded')} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} "
+            f"({r['cpu_seconds']['clean'] / 60:.0f} + {r['cpu_seconds']['adversarial'] / 60:.0f}) | {clean} | "
+            f"{100 * rob['clean_accuracy']:.1f} | {100 * attacks['pgd_eps2']['accuracy']:.1f} | "
+            f"{100 * attacks['pgd_eps4']['accuracy']:.1f} | {100 * attacks['fgsm_eps4']['accuracy']:.1f} | "
+            f"{100 * rob['corruptions']['mean']:.1f} / {100 * rob['corruptions']['worst']:.1f} "
+            f"({rob['corruptions']['worst_condition']}) | {unseen(rob)} | {unseen(rob, 'novel')} | "
             f"{100 * attacks['pgd_eps4']['accuracy'] / cpu:.2f} |"
         )
     return "\n".join([head, *rows])

@@ -24,13 +24,18 @@ def _checksums(folder) -> dict[str, str]:
     return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
 
-@pytest.mark.parametrize("folder", sorted({p.parent for p in PRETRAINED.rglob("*.keras")}), ids=lambda p: p.name)
-def test_every_kept_model_is_listed_and_intact(folder):
-    """Shipped files and the candidates kept in run folders: each has its checksum, and it matches."""
-    listed = _checksums(folder)
-    assert {p.name for p in folder.glob("*.keras")} <= set(listed), f"{folder}: a .keras file missing from SHA256SUMS"
+def test_every_shipped_model_is_listed_and_intact():
+    """Each shipped file has its checksum in SHA256SUMS, and it matches; nothing listed is missing."""
+    listed = _checksums(PRETRAINED)
+    assert {p.name for p in PRETRAINED.glob("*.keras")} == set(listed), "SHA256SUMS and the .keras files differ"
     for name, digest in listed.items():
-        assert sha256_file(folder / name) == digest, folder / name
+        assert sha256_file(PRETRAINED / name) == digest, name
+
+
+def test_only_the_models_a_user_picks_from_are_in_the_tree():
+    """At most three model files, none in subfolders: candidates live in git history, DVC and MLflow."""
+    assert len(list(PRETRAINED.glob("*.keras"))) <= 3
+    assert list(PRETRAINED.rglob("*/*.keras")) == []
 
 
 def test_default_model_is_the_shipped_robust_one(tmp_path):
