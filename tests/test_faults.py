@@ -137,6 +137,20 @@ def test_with_no_good_checkpoint_training_starts_from_epoch_0(reference, tmp_pat
     assert "epoch 3" in lines[0] and "epoch 2" in lines[1] and "SHA256SUMS" in lines[1]
 
 
+def test_a_checkpoint_from_before_sums_still_resumes(reference, tmp_path):
+    """A run started with older code (no SHA256SUMS, nor the state's word that there are sums) resumes."""
+    whole, killed = reference
+    directory = tmp_path / "ck"
+    shutil.copytree(killed, directory)
+    latest = directory / "epoch-0003"
+    (latest / "SHA256SUMS").unlink()
+    state = json.loads((latest / "state.json").read_text())
+    del state["sums"]
+    (latest / "state.json").write_text(json.dumps(state))
+    resumed = _fit(directory)
+    assert resumed.resumed_at_epoch == 3 and _same(resumed.model.get_weights(), whole)
+
+
 def test_a_checkpoint_that_verifies_but_does_not_load_leaves_the_model_untouched(reference, tmp_path, caplog):
     """Sums that match a bad file (e.g. written by other code): reported, and training starts clean."""
     whole, killed = reference

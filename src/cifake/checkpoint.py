@@ -161,6 +161,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "history": self.history,
             "early_stopping": {k: _plain(getattr(es, k)) for k in EARLY_STOPPING_FIELDS},
             "seed_states": [g.state.numpy().tolist() for g in seed_generators(self.model)],
+            "sums": SUMS,  # this checkpoint has them: without them it is damaged
         }
         (tmp / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         sums = "".join(f"{sha256_file(f)}  {f.name}\n" for f in sorted(tmp.iterdir()))
@@ -186,7 +187,17 @@ def seed_generators(model: keras.Model) -> list:
 
 
 def verify(folder: Path) -> dict:
-    """The state of checkpoint ``folder`` once every file matches ``SHA256SUMS``; else :class:`DamagedCheckpoint`."""
+    """The state of checkpoint ``folder`` once every file matches ``SHA256SUMS``; else :class:`DamagedCheckpoint`.
+
+    A checkpoint written before checkpoints had sums (its state says nothing of them) is accepted
+    unchecked, so that a run started with older code still resumes; loading it is still guarded.
+    """
+    if not (folder / SUMS).exists():
+        with _blame(STATE):
+            state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+        if state.get("sums") != SUMS:
+            log.info("checkpoint %s predates %s: resumed without checking its files", folder, SUMS)
+            return state
     try:
         lines = (folder / SUMS).read_text(encoding="utf-8").splitlines()
         pairs = [line.split("  ", 1) for line in lines if line]
