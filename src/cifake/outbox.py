@@ -77,6 +77,7 @@ class Outbox:
 
     def add_model(self, model_file: Path, name: str, description: str, alias: str | None, tags: dict) -> None:
         """Keep a copy of the saved model, to register as a version of ``name`` (moving ``alias`` to it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_file, self.folder / MODEL)
         self.record["model"] = {"name": name, "description": description, "alias": alias, "tags": tags}
         self._save()
