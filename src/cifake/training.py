@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cifake.attacks import fgsm, logit_fn, n_fgsm
-from cifake.batches import TrainingBatches
+from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
@@ -271,8 +270,7 @@ def fit(
     done = trainer.fit(
         batches.dataset(first_epoch=start),
         steps_per_epoch=batches.steps_per_epoch,
-        validation_data=(val.x.astype(np.float32), val.y.astype(np.float32)),
-        validation_batch_size=256,
+        validation_data=validation_batches(val.x, val.y),
         epochs=epochs,
         initial_epoch=start,
         callbacks=callbacks,
