@@ -1,6 +1,7 @@
 """DVC stage `evaluate`: both models clean, under FGSM/PGD at every epsilon and under everyday changes.
 
-Also scores the robust model on data/test_dataset_2 and gives the competition score
+Also scores the robust model under transfer attacks (PGD crafted on the clean model and on each of
+`evaluate.transfer_sources`), on data/test_dataset_2, and gives the competition score
 (40 % clean + 60 % Test_dataset_2 accuracy). Writes metrics/evaluate.json and the plot data.
 """
 
@@ -13,7 +14,7 @@ from cifake.config import load_params
 from cifake.dataset import Split, describe_dataset, load_test_folder
 from cifake.determinism import set_determinism
 from cifake.errors import run_stage
-from cifake.evaluation import competition_score, score_model
+from cifake.evaluation import competition_score, pgd_images, score_model, transfer_scores
 from cifake.fileio import read_json, sha256_file, write_json, write_rows
 from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
 from cifake.model import load_model, predict_proba
@@ -37,7 +38,8 @@ OUTBOX = Path("checkpoints/mlflow-outbox")  # what the training stages could not
 
 
 def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
-    """Score both models; write their ROC/PR rows; return the scores and the picture's rows."""
+    """Score both models; write their ROC/PR rows; return per model (scores, model, P(Fake), PGD images by
+    epsilon) and the picture's rows."""
     ev = params.evaluate
     shown = np.concatenate([np.flatnonzero(test.y[subset] == c)[:4] for c in (0, 1)])
     picture_eps = min(ev.epsilons, key=lambda e: abs(e - params.perturb.epsilon))
@@ -57,8 +59,26 @@ def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
                 predict_proba(model, x_show),
             )
         )
-        results[name] = (scores, model, p_clean)
+        results[name] = (scores, model, p_clean, keep)
     return results, (grid, test.y[subset][shown])
+
+
+def transfer(params, robust, clean_pgd: dict, test: Split, subset: np.ndarray) -> dict:
+    """The robust model under PGD crafted on other models: the clean one, then each transfer source."""
+    ev = params.evaluate
+    x, y = test.x[subset], test.y[subset]
+    crafted = {"clean": clean_pgd}
+    for name, path in ev.transfer_sources.items():
+        crafted[name] = pgd_images(
+            load_model(path),
+            x,
+            y,
+            ev.epsilons,
+            pgd_steps=ev.pgd_steps,
+            step_fraction=ev.pgd_step_fraction,
+            batch_size=ev.batch_size,
+        )
+    return {name: transfer_scores(robust, images, y, ev.batch_size) for name, images in crafted.items()}
 
 
 def main() -> None:
@@ -71,6 +91,7 @@ def main() -> None:
         test = Split.load(PROCESSED / "test.npz")
         subset = stratified_subset(test.y, ev.attack_subset, params.seed)
         results, (grid, shown_y) = evaluate(params, test, subset)
+        results["robust"][0]["transfer"] = transfer(params, results["robust"][1], results["clean"][3], test, subset)
         test2 = load_test_folder(TEST2)
         p2 = predict_proba(results["robust"][1], test2.x.astype(np.float32), ev.batch_size)
         p = params.perturb
@@ -83,7 +104,7 @@ def main() -> None:
             "test_images": int(len(test.y)),
             "attack_images": int(len(subset)),
             "pgd_steps": ev.pgd_steps,
-            **{f"{name}_model": scores for name, (scores, _, _) in results.items()},
+            **{f"{name}_model": scores for name, (scores, *_) in results.items()},
             "test_dataset_2": test2_scores,
             "competition_score": competition_score(results["robust"][0]["clean"]["accuracy"], test2_scores["accuracy"]),
         }

@@ -26,3 +26,38 @@ def test_corruption_scores_split_each_accuracy_by_class():
     assert scores["accuracy"] == {"blur": 0.75, "dark": 0.75}
     assert scores["by_class"] == {name: {"real": 1.0, "fake": 0.0} for name in ("blur", "dark")}
     assert scores["mean"] == scores["worst"] == 0.75
+
+
+def _seed_cnn(seed: int) -> keras.Model:
+    from cifake.config import ModelParams
+    from cifake.model import build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(
+        ModelParams(architecture="seed_cnn", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0)
+    )
+
+
+def test_a_transfer_attack_is_crafted_on_the_source_and_scores_the_target(monkeypatch):
+    """pgd_images differentiates the source model only; transfer_scores classifies those images with the target."""
+    import cifake.evaluation as evaluation
+    from cifake.metrics import classification_metrics
+    from cifake.model import predict_proba
+
+    source, target = _seed_cnn(1), _seed_cnn(2)
+    attacked = []
+    real_attacker = evaluation.Attacker
+    monkeypatch.setattr(evaluation, "Attacker", lambda model: attacked.append(model) or real_attacker(model))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    y = (np.arange(16) % 2).astype(np.uint8)
+    crafted = evaluation.pgd_images(source, x, y, [2 / 255, 8 / 255], pgd_steps=3, step_fraction=0.5)
+    assert attacked == [source]
+    assert set(crafted) == {2 / 255, 8 / 255} and np.abs(crafted[8 / 255] - x).max() <= 8 + 1e-3
+    scores = evaluation.transfer_scores(target, crafted, y)
+    assert set(scores) == {"pgd_eps2", "pgd_eps8"}
+    expected = classification_metrics(y, predict_proba(target, crafted[8 / 255]))["accuracy"]
+    assert scores["pgd_eps8"]["accuracy"] == expected
+    white_box = evaluation.transfer_scores(source, crafted, y)["pgd_eps8"]["accuracy"]
+    on_clean = classification_metrics(y, predict_proba(source, x))["accuracy"]
+    assert white_box < on_clean  # the images do attack the source they were crafted on

@@ -186,6 +186,11 @@ class EvaluateParams(_Section):
     pgd_step_fraction: float = Field(gt=0.0, le=1.0)
     attack_subset: int = Field(ge=2)
     batch_size: int = Field(ge=1)
+    transfer_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> .keras file: PGD crafted on each (and always on the clean model) scores the robust "
+        "model under a transfer (black-box) attack",
+    )
 
     @field_validator("epsilons")
     @classmethod

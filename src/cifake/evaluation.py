@@ -81,6 +81,41 @@ def attack_sweep(
     return scores
 
 
+def pgd_images(
+    source: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    epsilons,
+    *,
+    pgd_steps: int,
+    step_fraction: float,
+    batch_size: int = 256,
+) -> dict[float, np.ndarray]:
+    """White-box PGD images against ``source`` at every epsilon: ``{eps: float32 images in [0, 255]}``."""
+    attacker = Attacker(source)
+    return {
+        eps: attack_images(
+            attacker, x, y, method="pgd", eps=eps, steps=pgd_steps, step_fraction=step_fraction, batch_size=batch_size
+        )
+        for eps in epsilons
+    }
+
+
+def transfer_scores(
+    target: keras.Model, crafted: dict[float, np.ndarray], y: np.ndarray, batch_size: int = 256
+) -> dict:
+    """``target`` on images crafted against another model (a transfer, black-box attack), per epsilon.
+
+    ``crafted`` is :func:`pgd_images` of the source (or ``attack_sweep``'s kept PGD images); returns
+    ``{"pgd_eps4": {accuracy, its interval, precision, recall, f1}, ...}``.
+    """
+    scores = {}
+    for eps, x_adv in crafted.items():
+        m = classification_metrics(y, predict_proba(target, x_adv, batch_size))
+        scores[eps_key("pgd", eps)] = {k: m[k] for k in ATTACK_KEYS}
+    return scores
+
+
 def corruption_scores(
     model: keras.Model, x: np.ndarray, y: np.ndarray, suite: dict, seed: int, batch_size: int = 256
 ) -> dict:

@@ -29,6 +29,8 @@ def robustness_rows(scores: dict[str, dict], epsilons) -> list[dict]:
         for model, s in scores.items():
             for method in ("fgsm", "pgd"):
                 row[f"{model}_{method}"] = s[eps_key(method, eps)]["accuracy"]
+            for source, t in s.get("transfer", {}).items():
+                row[f"{model}_transfer_from_{source}"] = t[eps_key("pgd", eps)]["accuracy"]
         rows.append(row)
     return rows
 
@@ -113,6 +115,12 @@ def evaluation_summary(scores: dict, attack_images: int, pgd_steps: int, test2: 
     if "corruptions" in scores:
         c = scores["corruptions"]
         text += f" Everyday changes: mean {c['mean']:.4f}, worst {c['worst']:.4f} ({c['worst_condition']})."
+    for source, t in scores.get("transfer", {}).items():
+        text += (
+            f" Transfer PGD crafted on {source}: "
+            + ", ".join(f"{k.removeprefix('pgd_eps').replace('p', '.')}/255 {v['accuracy']:.4f}" for k, v in t.items())
+            + "."
+        )
     if test2 is not None:
         text += f" Test_dataset_2 ({test2['attack']}): accuracy {test2['accuracy']:.4f}, F1 {test2['f1']:.4f}."
     return text
