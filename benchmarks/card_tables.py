@@ -28,6 +28,7 @@ RUNS = ROOT / "docs" / "experiments"
 SHIPPED_RUN = RUNS / "run-2026-11-27-wide075"  # the run that made cifake-robust.keras (and reused cifake-clean's)
 SHIPPED_UNSEEN = RESULTS / "corruption_unseen_2026-11-27-wide075.jsonl"
 SHIPPED_NOVEL = (RESULTS / "corruption_novel_2026-11-27.jsonl", "models/pretrained/cifake-robust.keras")
+SHIPPED_TRANSFER = RESULTS / "transfer.jsonl"  # benchmarks/transfer.py on the shipped files
 CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
 NOTEBOOK = ROOT / "docs" / "experiments.md"
 
@@ -113,6 +114,23 @@ def suite_table(unseen: dict, novel: dict) -> list[str]:
     for what in ("mean", "worst"):
         extra = [f" ({s['worst_condition']})" if what == "worst" else "" for s in (unseen, novel)]
         rows.append(f"| **{what}** | {pct(unseen[what])}{extra[0]} | **{what}** | {pct(novel[what])}{extra[1]} |")
+    return rows
+
+
+def transfer_table(ev: dict, lines: list[dict]) -> list[str]:
+    """The robust model under white-box PGD and under PGD crafted on each other shipped model, per epsilon."""
+    if not lines:
+        return ["Not measured yet: `python benchmarks/transfer.py --data <CIFAKE data/processed>`."]
+    robust, n = ev["robust_model"], lines[0]["images"]
+    sources = [f"crafted on `{line['source_model'].rsplit('/', 1)[-1]}`" for line in lines]
+    rows = [
+        "| ε | white-box (the robust model itself) | " + " | ".join(sources) + " |",
+        "|---|" + "---|" * (1 + len(lines)),
+    ]
+    for key in lines[0]["scores"]:
+        eps = key.removeprefix("pgd_eps").replace("p", ".")
+        cells = [scored(robust[key])] + [pct(line["scores"][key]["accuracy"], n) for line in lines]
+        rows.append(f"| {eps}/255 | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -237,6 +255,7 @@ def card_blocks() -> dict[str, list[str]]:
         "everyday": corruption_table(ev),
         "unseen-novel": suite_table(unseen, novel),
         "targets": targets_table(ev, unseen, novel),
+        "transfer": transfer_table(ev, read_jsonl(SHIPPED_TRANSFER) if SHIPPED_TRANSFER.is_file() else []),
         "test2": [
             f"Test_dataset_2 ({t2['attack']}, white-box against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}; "
             f"competition score (0.4 × clean + 0.6 × Test_dataset_2): {100 * ev['competition_score']:.2f}."
