@@ -126,10 +126,11 @@ RECIPES = {
     # (both phases, as P3's ranges)
     "T0_p3_novel_scored": P3,
     "T1_p3_sharpen": {**P3, "ranges": {**WIDE_INTENSITY, "sharpen": (50.0, 200.0)}},
-    # 2026-12-01: untried ideas of the detector issue, each beside a P3 rerun made in the same session.
+    # 2026-12-01: untried ideas of the detector issue, each beside a P3 rerun made in the same session. That day's
+    # machine had no AVX-512 (bfloat16 emulated, about 60x slower), so both run P3 in float32.
     # N-FGSM (de Jorge et al. 2022): noise of 2 epsilon, one step of epsilon, no projection; FGSM-RS's cost
-    "P3r2_rerun": P3,
-    "U1_p3_nfgsm": {**P3, "method": "n_fgsm", "step_ratio": 1.0},
+    "P3f32_rerun": {**P3, "precision": "float32"},
+    "U1f32_p3_nfgsm": {**P3, "precision": "float32", "method": "n_fgsm", "step_ratio": 1.0},
 }
 
 SUITE = {
