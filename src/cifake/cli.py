@@ -48,12 +48,8 @@ exit status: 0 done; 1 error (nothing written); 2 bad arguments;
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cifake", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_predict(sub) -> None:
+    """The ``predict`` command and its options."""
     p = sub.add_parser("predict", help="classify every image under a folder and write a CSV")
     p.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
     p.add_argument(
@@ -72,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the mirror-image average of a flip-averaged model: about 1.6x faster, less robust to attacks",
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="auto (default): bfloat16 where the CPU has AVX-512 BF16 or AMX (about 1.5x faster, labels agree "
+        "on 99.9%% of CIFAKE's test set or more), float32 elsewhere",
+    )
     score = p.add_mutually_exclusive_group()
     score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
     score.add_argument(
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score against the REAL/ or FAKE/ folder each image lies in (CIFAKE's layout)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifake", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
 
     e = sub.add_parser("explain", help="write a heatmap PNG per image under a folder (what drove each decision)")
     e.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
@@ -162,15 +173,18 @@ def _make_parent(output: Path) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     _make_parent(args.output)
+    from cifake.inference import for_inference
     from cifake.model import load_model, without_flip_average
     from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
 
     model = load_model(args.model)
     if args.single_view:
         model, _ = without_flip_average(model)
+    model, path = for_inference(model, args.precision)
     summary = predict_folder(
         model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size, scores=args.scores
     )
+    summary.path = path + (", single view" if args.single_view else "")
     print(summary.describe(), file=sys.stderr)
     if args.labels is not None or args.labels_from_folders:
         truth = read_labels(args.labels) if args.labels is not None else folder_labels(args.output)

@@ -53,11 +53,15 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     """A copy of ``model`` (same weights) whose hidden layers compute in ``precision``.
 
     ``mixed_bfloat16`` keeps float32 variables and computes in bfloat16 (about
-    1.1-1.5x faster training on CPUs with AVX-512 BF16); the input, the logit and
-    P(Fake) stay float32. Saved models are converted back to ``float32``.
+    1.1-1.5x faster on CPUs with AVX-512 BF16 or AMX; emulated, so slower, elsewhere); the input,
+    the logit and P(Fake) stay float32. A flip-averaged model's inner network is converted too (its
+    config nests it, so it is rebuilt around a converted copy). Saved models are converted back to ``float32``.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    single, averaged = without_flip_average(model)
+    if averaged:
+        return with_flip_average(with_precision(single, precision))
     config = model.get_config()
     for layer in config["layers"]:
         if layer["class_name"] != "InputLayer" and layer["config"]["name"] not in OUTPUT_LAYERS:
@@ -189,6 +193,26 @@ def _alive(ref: weakref.ref) -> keras.Model:
     return model
 
 
+def _forward(model: keras.Model):
+    """The inference function of ``model``, holding it weakly (the cache must not keep it alive).
+
+    A flip-averaged model runs its network once on the batch and its mirror images stacked (one call
+    on 2N images is 1.1-1.2x faster here than the saved graph's two calls on N); the same P(Fake) up to
+    float rounding (about 1e-7).
+    """
+    ref, view = weakref.ref(model), _single_view(model)
+    if view is None:
+        return lambda pixels: _alive(ref)(pixels, training=False)
+    view_ref = weakref.ref(view)
+
+    def both_views(pixels):
+        n = tf.shape(pixels)[0]
+        logits = _alive(view_ref)(tf.concat([pixels, tf.reverse(pixels, [2])], 0), training=False)
+        return tf.sigmoid((tf.cast(logits[:n], tf.float32) + tf.cast(logits[n:], tf.float32)) / 2)
+
+    return both_views
+
+
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """P(Fake) for float pixels in [0, 255], shape ``(N, 32, 32, 3)``; returns shape ``(N,)``.
 
@@ -198,11 +222,7 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> n
     """
     forward = _FORWARD.get(model)
     if forward is None:
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        forward = tf.function(
-            lambda pixels: _alive(ref)(pixels, training=False),
-            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
-        )
+        forward = tf.function(_forward(model), input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
         _FORWARD[model] = forward
     out = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), batch_size):

@@ -47,10 +47,13 @@ class PredictSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     downscaled: int = 0  # images much larger than 32x32 (see images.MUCH_LARGER)
+    path: str = ""  # how the network ran, e.g. "bfloat16 (auto: this CPU has avx512_bf16)" (set by the caller)
 
     def describe(self) -> str:
         rate = self.classified / self.seconds if self.seconds else 0.0
         text = f"classified {self.classified} images in {self.seconds:.1f} s ({rate:.0f} img/s) -> {self.output}"
+        if self.path:
+            text += f"\ncomputed in {self.path}"
         if self.failed:
             text += f"; {len(self.failed)} skipped, listed in {self.errors_file}"
         if self.downscaled:
