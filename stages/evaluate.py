@@ -81,8 +81,26 @@ def transfer(params, robust, clean_pgd: dict, test: Split, subset: np.ndarray) -
     return {name: transfer_scores(robust, images, y, ev.batch_size) for name, images in crafted.items()}
 
 
+def sample_sized(params):
+    """``params`` with the attack set cut to ``evaluate.sample_attack_subset`` on the offline sample, and a note.
+
+    The sample's figures only check the pipeline; fewer attacked images keep its ``dvc repro`` short.
+    Real data (any other ``data.source``) is evaluated as ``params.yaml`` says.
+    """
+    ev = params.evaluate
+    if params.data.source != "sample" or ev.sample_attack_subset is None or ev.sample_attack_subset >= ev.attack_subset:
+        return params, None
+    note = (
+        f"sample-sized: {ev.sample_attack_subset} attacked images instead of attack_subset={ev.attack_subset} "
+        "(evaluate.sample_attack_subset, data.source: sample); real data uses attack_subset"
+    )
+    return params.model_copy(
+        update={"evaluate": ev.model_copy(update={"attack_subset": ev.sample_attack_subset})}
+    ), note
+
+
 def main() -> None:
-    params = load_params()
+    params, sized = sample_sized(load_params())
     ev = params.evaluate
     set_determinism(params.seed)
     meta = read_json(PROCESSED / "meta.json")
@@ -103,6 +121,7 @@ def main() -> None:
             "dataset": describe_dataset(meta["dataset"]),
             "test_images": int(len(test.y)),
             "attack_images": int(len(subset)),
+            **({"attack_images_note": sized} if sized else {}),
             "pgd_steps": ev.pgd_steps,
             **{f"{name}_model": scores for name, (scores, *_) in results.items()},
             "test_dataset_2": test2_scores,

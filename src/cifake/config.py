@@ -185,6 +185,9 @@ class EvaluateParams(_Section):
     pgd_steps: int = Field(ge=1)
     pgd_step_fraction: float = Field(gt=0.0, le=1.0)
     attack_subset: int = Field(ge=2)
+    sample_attack_subset: int | None = Field(
+        default=None, ge=2, description="on the offline sample (data.source: sample) attack at most this many images"
+    )
     batch_size: int = Field(ge=1)
     transfer_sources: dict[str, str] = Field(
         default_factory=dict,
