@@ -75,6 +75,9 @@ TINY = {
 }
 
 
+TRANSFER_SOURCE = "models/pretrained/cifake-clean-only.keras"  # params.yaml's evaluate.transfer_sources
+
+
 def copy_project(dest: Path, overrides: dict[tuple[str, ...], object]) -> None:
     """Copy the project's tracked and new files (no results, no lock) to ``dest``; override params."""
     import shutil
@@ -91,7 +94,8 @@ def copy_project(dest: Path, overrides: dict[tuple[str, ...], object]) -> None:
     ).stdout.split("\n")
     for name in filter(None, files):
         src = ROOT / name
-        if not src.is_file() or name.startswith(("metrics/", "models/pretrained/")) or name == "dvc.lock":
+        shipped = name.startswith("models/pretrained/") and name != TRANSFER_SOURCE  # evaluate reads that one
+        if not src.is_file() or name.startswith("metrics/") or shipped or name == "dvc.lock":
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / name)
