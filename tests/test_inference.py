@@ -52,12 +52,6 @@ def test_the_bf16_copy_of_a_flip_averaged_model_computes_its_network_in_bf16(fli
     np.testing.assert_array_equal(predict_proba(back, x), p32)  # same weights, back to float32
 
 
-def test_predict_proba_runs_both_views_in_one_call_with_the_saved_graphs_result(flip_model):
-    x = _pixels(seed=1)
-    np.testing.assert_allclose(predict_proba(flip_model, x), np.ravel(flip_model(x)), atol=1e-6)
-    np.testing.assert_allclose(predict_proba(flip_model, x[:, :, ::-1]), predict_proba(flip_model, x), atol=1e-6)
-
-
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")

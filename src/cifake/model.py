@@ -193,26 +193,6 @@ def _alive(ref: weakref.ref) -> keras.Model:
     return model
 
 
-def _forward(model: keras.Model):
-    """The inference function of ``model``, holding it weakly (the cache must not keep it alive).
-
-    A flip-averaged model runs its network once on the batch and its mirror images stacked (one call
-    on 2N images is 1.1-1.2x faster here than the saved graph's two calls on N); the same P(Fake) up to
-    float rounding (about 1e-7).
-    """
-    ref, view = weakref.ref(model), _single_view(model)
-    if view is None:
-        return lambda pixels: _alive(ref)(pixels, training=False)
-    view_ref = weakref.ref(view)
-
-    def both_views(pixels):
-        n = tf.shape(pixels)[0]
-        logits = _alive(view_ref)(tf.concat([pixels, tf.reverse(pixels, [2])], 0), training=False)
-        return tf.sigmoid((tf.cast(logits[:n], tf.float32) + tf.cast(logits[n:], tf.float32)) / 2)
-
-    return both_views
-
-
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """P(Fake) for float pixels in [0, 255], shape ``(N, 32, 32, 3)``; returns shape ``(N,)``.
 
@@ -222,7 +202,13 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> n
     """
     forward = _FORWARD.get(model)
     if forward is None:
-        forward = tf.function(_forward(model), input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)])
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        # (running a flip-averaged model's two views as one batched call of 2N images was measured no faster
+        # on this CPU: benchmarks/inference_ceiling.json, issue 28)
+        forward = tf.function(
+            lambda pixels: _alive(ref)(pixels, training=False),
+            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+        )
         _FORWARD[model] = forward
     out = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), batch_size):
