@@ -122,7 +122,7 @@ def transfer_table(ev: dict, lines: list[dict]) -> list[str]:
     if not lines:
         return ["Not measured yet: `python benchmarks/transfer.py --data <CIFAKE data/processed>`."]
     robust, n = ev["robust_model"], lines[0]["images"]
-    sources = [f"crafted on `{line['source_model'].rsplit('/', 1)[-1]}`" for line in lines]
+    sources = [f"crafted on `{line['source_model'].rsplit('/', 1)[-1]}` ({line['images']:,} images)" for line in lines]
     rows = [
         "| ε | white-box (the robust model itself) | " + " | ".join(sources) + " |",
         "|---|" + "---|" * (1 + len(lines)),

@@ -2,8 +2,8 @@
 
 PGD-20 (random start, steps of ε/4) is crafted on each source model and the target is scored on those
 images, with `evaluate`'s own functions (cifake.evaluation.pgd_images, transfer_scores) and its subset
-(stratified, seed 42, 2 000 images: the card's attack figures use the same images). One JSON line per
-source is appended to ``--out``.
+(stratified, seed 42, 2 000 images: the card's attack figures use the same images; ``--images`` takes a
+smaller stratified subset). One JSON line per source is appended to ``--out``.
 
     python benchmarks/transfer.py --data <CIFAKE data/processed>
 """
@@ -22,14 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "models" / "pretrained"
 SOURCES = {"clean": PRETRAINED / "cifake-clean.keras", "clean_only": PRETRAINED / "cifake-clean-only.keras"}
-EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="data/processed folder of a CIFAKE preprocess run")
     ap.add_argument("--target", type=Path, default=PRETRAINED / "cifake-robust.keras")
-    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--images", type=int, default=2000, help="evaluate's subset size (fewer: a smaller subset)")
+    ap.add_argument("--epsilons", default="1,2,4,8", help="in grey levels of 255, comma-separated")
     ap.add_argument("--seed", type=int, default=42, help="evaluate's subset seed (params.yaml seed)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "transfer.jsonl")
     args = ap.parse_args()
@@ -47,7 +47,8 @@ def main() -> int:
     target = load_model(args.target)
     for name, path in SOURCES.items():
         start = time.perf_counter()
-        crafted = pgd_images(load_model(path), x, y, EPSILONS, pgd_steps=20, step_fraction=0.25)
+        epsilons = [float(e) / 255 for e in args.epsilons.split(",")]
+        crafted = pgd_images(load_model(path), x, y, epsilons, pgd_steps=20, step_fraction=0.25)
         row = {
             "measured": time.strftime("%Y-%m-%d %H:%M"),
             "source": name,
