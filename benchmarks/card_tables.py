@@ -124,7 +124,7 @@ def transfer_table(ev: dict, lines: list[dict]) -> list[str]:
     robust, n = ev["robust_model"], lines[0]["images"]
     sources = [f"crafted on `{line['source_model'].rsplit('/', 1)[-1]}` ({line['images']:,} images)" for line in lines]
     rows = [
-        "| ε | white-box (the robust model itself) | " + " | ".join(sources) + " |",
+        f"| ε | white-box (the robust model itself, {ev['attack_images']:,} images) | " + " | ".join(sources) + " |",
         "|---|" + "---|" * (1 + len(lines)),
     ]
     for key in lines[0]["scores"]:
