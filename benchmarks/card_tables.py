@@ -44,7 +44,7 @@ TARGETS = {
 # Status of every full run kept in docs/experiments/ (what it became); its figures come from its files.
 RUN_STATUS = {
     "run-2026-11-26": "replaced (`full-fgh`, first full run)",
-    "run-2026-11-26-long": "replaced (`full-long`, 12 fine-tuning epochs); its clean model ships as `cifake-clean.keras`",
+    "run-2026-11-26-long": "replaced (`full-long`, 12 fine-tuning epochs); its clean model is `cifake-clean.keras`",
     "run-2026-11-26-ft16": "replaced (`full-ft16`, single view)",
     "run-2026-11-27-ft16-flip": "replaced (`full-ft16-flip`, flip-averaged; meets 4/255, misses unseen changes)",
     "run-2026-11-27-eps5": "candidate (`full-eps5`, ε = 5/255; single view)",
