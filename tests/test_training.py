@@ -141,15 +141,19 @@ def test_n_fgsm_training_attacks_past_epsilon_on_the_attacked_share_only():
     assert moved[4:].max() == 0
 
 
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+class KillAfterFirstEpoch(keras.callbacks.Callback):
+    """Kills the run at the end of its first epoch (after the checkpoint, which is listed before it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise Killed
+
+
 def test_n_fgsm_fit_is_deterministic_and_resumes_after_a_kill(tmp_path, monkeypatch):
     """Two seeded N-FGSM runs agree; one killed after epoch 1 resumes to the uninterrupted run's weights."""
-
-    class Killed(Exception):
-        pass
-
-    class KillAfterFirstEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise Killed
 
     adv = Adversarial(
         epsilon=4 / 255,
@@ -271,16 +275,9 @@ def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
 def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
     """Killed after epoch 1 and resumed, an EMA run ends where an uninterrupted one does."""
 
-    class Killed(Exception):
-        pass
-
     class Improving(keras.callbacks.Callback):  # the last epoch is the best: its weights are returned
         def on_epoch_end(self, epoch, logs=None):
             logs["val_accuracy"] = float(epoch)
-
-    class KillAfterFirstEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise Killed
 
     def run(kill=False, **kw):
         set_determinism(0)

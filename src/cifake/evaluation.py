@@ -62,8 +62,7 @@ def attack_sweep(
                 step_fraction=step_fraction,
                 batch_size=batch_size,
             )
-            m = classification_metrics(y, predict_proba(model, x_adv, batch_size))
-            scores[eps_key(method, eps)] = {k: m[k] for k in ATTACK_KEYS}
+            scores[eps_key(method, eps)] = attacked_scores(model, x_adv, y, batch_size)
             if method == "pgd" and keep is not None:
                 keep[eps] = x_adv
             seconds = time.perf_counter() - start
@@ -71,7 +70,7 @@ def attack_sweep(
                 "%s eps=%.2f/255: accuracy %.4f (%d images in %.0f s)",
                 method,
                 eps * 255,
-                m["accuracy"],
+                scores[eps_key(method, eps)]["accuracy"],
                 len(y),
                 seconds,
             )
@@ -109,11 +108,13 @@ def transfer_scores(
     ``crafted`` is :func:`pgd_images` of the source (or ``attack_sweep``'s kept PGD images); returns
     ``{"pgd_eps4": {accuracy, its interval, precision, recall, f1}, ...}``.
     """
-    scores = {}
-    for eps, x_adv in crafted.items():
-        m = classification_metrics(y, predict_proba(target, x_adv, batch_size))
-        scores[eps_key("pgd", eps)] = {k: m[k] for k in ATTACK_KEYS}
-    return scores
+    return {eps_key("pgd", eps): attacked_scores(target, x_adv, y, batch_size) for eps, x_adv in crafted.items()}
+
+
+def attacked_scores(model: keras.Model, x_adv: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict:
+    """``model``'s accuracy (with its interval), precision, recall and F1 on attacked images ``x_adv``."""
+    m = classification_metrics(y, predict_proba(model, x_adv, batch_size))
+    return {k: m[k] for k in ATTACK_KEYS}
 
 
 def corruption_scores(
