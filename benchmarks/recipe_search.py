@@ -58,6 +58,9 @@ BASE = {
     "everyday_attacked": True,
     "method": "fgsm",
     "step_ratio": 1.25,
+    "distill_weight": 0.0,
+    "distill_temperature": 1.0,
+    "distill_attacked": False,
 }
 FGH = {
     "model": STEM2,
@@ -131,6 +134,11 @@ RECIPES = {
     # N-FGSM (de Jorge et al. 2022): noise of 2 epsilon, one step of epsilon, no projection; FGSM-RS's cost
     "P3f32_rerun": {**P3, "precision": "float32"},
     "U1f32_p3_nfgsm": {**P3, "precision": "float32", "method": "n_fgsm", "step_ratio": 1.0},
+    # distillation from the shipped clean-only model (--teacher) during fine-tuning: its soft targets (computed
+    # once per training image) mixed half and half with the labels, on the clean share only (V1), and on the
+    # attacked share too (V2, as ARD/RSLAD do); the attack still pushes against the true label
+    "V1f32_p3_distill_clean": {**P3, "precision": "float32", "distill_weight": 0.5},
+    "V2f32_p3_distill_both": {**P3, "precision": "float32", "distill_weight": 0.5, "distill_attacked": True},
 }
 
 SUITE = {
@@ -155,15 +163,15 @@ def subset(split, n, seed):
     return Split(split.x[pick], split.y[pick], split.names[pick])
 
 
-def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
+def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) -> dict:
     import keras
 
     from cifake.config import ModelParams
     from cifake.determinism import set_determinism
     from cifake.evaluation import attack_sweep, corruption_scores
     from cifake.metrics import classification_metrics
-    from cifake.model import build_model, predict_proba
-    from cifake.training import Adversarial, FitConfig, fit
+    from cifake.model import build_model, load_model, predict_proba
+    from cifake.training import Adversarial, FitConfig, fit, teacher_targets
 
     r = {**BASE, **recipe}
     set_determinism(seed)
@@ -204,11 +212,17 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int) -> dict:
         warmup_epochs=r["warmup_epochs"],
         val_subset=500,
         everyday_attacked=r["everyday_attacked"],
+        distill_weight=r["distill_weight"],
+        distill_attacked=r["distill_attacked"],
     )
     config = FitConfig(
         epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common
     )
-    robust = fit(model, data["train"], data["val"], config).model
+    soft = None
+    if r["distill_weight"] > 0:  # the teacher's pass is part of the recipe's cost
+        soft = teacher_targets(load_model(teacher), data["train"].x, r["distill_temperature"])
+        out["teacher"] = teacher.name
+    robust = fit(model, data["train"], data["val"], config, soft_targets=soft).model
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
     out["wall_seconds"] = time.perf_counter() - wall0
     test, attack = data["test"], data["attack"]
@@ -269,6 +283,12 @@ def main() -> int:
     ap.add_argument("--test-images", type=int, default=2000)
     ap.add_argument("--attack-images", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--teacher",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "models" / "pretrained" / "cifake-clean-only.keras",
+        help="the teacher of the distillation recipes",
+    )
     ap.add_argument("--smoke", action="store_true", help="one epoch of each phase (checks the script, not recipes)")
     ap.add_argument("--table", action="store_true", help="print the results in --out as a markdown table and stop")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "recipe_search.jsonl")
@@ -296,7 +316,7 @@ def main() -> int:
             print(f"{name}: already in {args.out}, skipped", file=sys.stderr)
             continue
         recipe = {**RECIPES[name], **({"clean_epochs": 1, "adv_epochs": 1} if args.smoke else {})}
-        result = run_recipe(name, recipe, data, args.seed)
+        result = run_recipe(name, recipe, data, args.seed, args.teacher)
         emit(result, args.out)  # one whole line per finished recipe
     return 0
 

@@ -1,7 +1,8 @@
 """DVC stage `fgsm_finetune`: random-start FGSM adversarial training -> models/model_robust.keras.
 
 Starts from the clean model of `train` (its single-view network if `train` saved it flip-averaged, and
-then saves the robust one flip-averaged too); resumes a killed run.
+then saves the robust one flip-averaged too); resumes a killed run. With `fgsm_finetune.distill_weight`
+above 0, the loss targets mix in the soft targets of `fgsm_finetune.teacher` (a saved model).
 """
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from cifake.errors import run_stage
 from cifake.fileio import read_json, sha256_file
 from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import adversarial_config, fit_config
+from cifake.training import adversarial_config, fit_config, teacher_targets
 
 PROCESSED = Path("data/processed")
 CLEAN_MODEL = Path("models/model.keras")
@@ -37,9 +38,14 @@ def main() -> None:
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model, flip_average = without_flip_average(load_model(CLEAN_MODEL))
+    train = Split.load(PROCESSED / "train.npz")
+    soft_targets, teacher_sha = None, ""
+    if ft.distill_weight > 0:
+        soft_targets = teacher_targets(load_model(ft.teacher), train.x, ft.distill_temperature)
+        teacher_sha = sha256_file(Path(ft.teacher))
     train_and_register(
         model,
-        Split.load(PROCESSED / "train.npz"),
+        train,
         Split.load(PROCESSED / "val.npz"),
         config,
         stage="fgsm_finetune",
@@ -50,8 +56,9 @@ def main() -> None:
         registered_model=params.tracking.registered_model,
         alias="champion",
         strategy=strategy,
-        key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL)),
+        key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL), teacher_sha),
         flip_average=flip_average,
+        soft_targets=soft_targets,
     )
 
 

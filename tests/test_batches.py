@@ -76,3 +76,17 @@ def test_the_unchanged_share_of_each_batch_gets_no_everyday_change(data):
     plain = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5)
     share0 = TrainingBatches(x, y, 32, seed=0, augment=True, everyday=0.5, unchanged_share=0.0)
     assert all(np.array_equal(plain[i][0], share0[i][0]) for i in range(4))
+
+
+def test_soft_targets_travel_with_their_images(data):
+    """A teacher's soft target stays with its image through the shuffle, in both __getitem__ and the dataset."""
+    x, y = data
+    soft = np.linspace(0.0, 1.0, 100, dtype=np.float32)
+    b = TrainingBatches(x, y, batch_size=32, seed=0, augment=False, everyday=0.0, soft_targets=soft)
+    index = {img.tobytes(): k for k, img in enumerate(x.astype(np.float32))}
+    images, labels, targets = b[5]
+    ids = [index[img.tobytes()] for img in images]
+    assert np.array_equal(labels, y[ids].astype(np.float32)) and np.array_equal(targets, soft[ids])
+    streamed_x, (streamed_y, streamed_t) = next(iter(b.dataset(first_epoch=1).skip(1)))  # batch 5 of the stream
+    assert np.array_equal(streamed_x.numpy(), images) and np.array_equal(streamed_t.numpy(), targets)
+    assert np.array_equal(streamed_y.numpy(), labels)

@@ -84,6 +84,22 @@ def test_everyday_attacked_keeps_the_attacked_share_of_each_batch_unchanged(raw)
     assert training_batches(split, clean).unchanged_share == 0.0
 
 
+def test_distillation_settings_reach_the_attack_settings_and_need_a_teacher(raw):
+    from cifake.training import adversarial_config
+
+    raw = copy.deepcopy(raw)
+    assert adversarial_config(parse_params(raw).fgsm_finetune).distill_weight == 0.0  # off as shipped
+    raw["fgsm_finetune"].update(distill_weight=0.5, distill_attacked=True)
+    adv = adversarial_config(parse_params(raw).fgsm_finetune)
+    assert adv.distill_weight == 0.5 and adv.distill_attacked
+    raw["fgsm_finetune"]["teacher"] = ""
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        parse_params(raw)
+    raw["fgsm_finetune"].update(teacher="t.keras", distill_weight=1.5)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        parse_params(raw)
+
+
 def test_missing_and_unknown_keys_are_named(raw):
     bad = copy.deepcopy(raw)
     del bad["train"]["epochs"]

@@ -14,7 +14,7 @@ from cifake.determinism import set_determinism
 from cifake.evaluation import competition_score, eps_key
 from cifake.model import build_model, load_model, predict_proba, save_model, with_precision
 from cifake.report import evaluation_summary
-from cifake.training import Adversarial, FitConfig, Trainer, fit
+from cifake.training import Adversarial, FitConfig, Trainer, fit, teacher_targets
 
 pytestmark = pytest.mark.model
 
@@ -152,40 +152,78 @@ class KillAfterFirstEpoch(keras.callbacks.Callback):
         raise Killed
 
 
-def test_n_fgsm_fit_is_deterministic_and_resumes_after_a_kill(tmp_path, monkeypatch):
-    """Two seeded N-FGSM runs agree; one killed after epoch 1 resumes to the uninterrupted run's weights."""
+SOFT = np.random.default_rng(3).uniform(0.0, 1.0, 64).astype(np.float32)  # a stand-in teacher's targets
 
-    adv = Adversarial(
-        epsilon=4 / 255,
-        step=4 / 255,
-        random_start=True,
-        clean_fraction=0.5,
-        method="n_fgsm",
-        val_pgd_steps=1,
-        val_subset=16,
+
+@pytest.mark.parametrize(
+    "option, soft",
+    [(dict(method="n_fgsm", step=4 / 255), None), (dict(distill_weight=0.7), SOFT)],
+    ids=["n_fgsm", "distillation"],
+)
+def test_a_training_option_is_deterministic_changes_the_update_and_resumes_after_a_kill(
+    option, soft, tmp_path, monkeypatch
+):
+    """Two seeded runs with the option agree and differ from plain FGSM-RS; a run killed after epoch 1 resumes
+    to the uninterrupted run's weights."""
+    plain = Adversarial(
+        epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, val_pgd_steps=1, val_subset=16
     )
+    adv = dataclasses.replace(plain, **option)
 
-    def run(kill=False, **kw):
+    def run(settings=adv, targets=soft, kill=False, **kw):
         set_determinism(0)
         with monkeypatch.context() as patch:
             _add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
-            return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, adversarial=adv), **kw)
+            config = _config(epochs=2, adversarial=settings)
+            return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), config, soft_targets=targets, **kw)
 
     whole = run().model.get_weights()
     again = run().model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(whole, again, strict=True))
-    fgsm_rs = dataclasses.replace(adv, method="fgsm")
-    set_determinism(0)
-    other = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, adversarial=fgsm_rs)).model
-    assert not all(
-        np.allclose(a, b) for a, b in zip(whole, other.get_weights(), strict=True)
-    )  # the method changes the update
+    other = run(settings=plain, targets=None).model.get_weights()
+    assert not all(np.allclose(a, b) for a, b in zip(whole, other, strict=True))  # the option changes the update
     with pytest.raises(Killed):
         run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
     resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
     assert resumed.resumed_at_epoch == 1
     for a, b in zip(resumed.model.get_weights(), whole, strict=True):
         assert np.allclose(a, b, atol=1e-5)
+
+
+def test_distillation_mixes_the_teachers_targets_into_the_share_it_names():
+    """Clean share: (1 - w) * smoothed label + w * teacher; the attacked share keeps the label unless
+    ``distill_attacked``. Without soft targets the labels are only smoothed."""
+    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, distill_weight=0.25)
+    y = tf.constant([1.0, 0.0, 1.0, 0.0])
+    teacher = tf.constant([0.2, 0.4, 0.6, 0.8])
+    smooth = 0.1 * 0.5
+    trainer = Trainer(build_model(PARAMS), _config(adversarial=adv, label_smoothing=0.1), steps_per_epoch=1)
+    labels = np.array([1 - smooth, smooth, 1 - smooth, smooth])
+    mixed = 0.75 * labels + 0.25 * teacher.numpy()
+    assert np.allclose(trainer.targets(y, teacher), [*labels[:2], *mixed[2:]])
+    both = Trainer(build_model(PARAMS), _config(adversarial=dataclasses.replace(adv, distill_attacked=True)), 1)
+    assert np.allclose(both.targets(y, teacher), 0.75 * y.numpy() + 0.25 * teacher.numpy())
+    assert np.allclose(trainer.targets(y), labels)
+
+
+def test_fit_refuses_distillation_settings_without_soft_targets_and_targets_without_them():
+    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, distill_weight=0.5)
+    with pytest.raises(ValueError, match="soft_targets"):
+        fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(adversarial=adv))
+    plain = dataclasses.replace(adv, distill_weight=0.0)
+    with pytest.raises(ValueError, match="soft_targets"):
+        fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(adversarial=plain), soft_targets=SOFT)
+
+
+def test_teacher_targets_are_its_probabilities_softened_by_the_temperature():
+    set_determinism(0)
+    teacher = build_model(PARAMS)
+    x = _split(16, 2).x.astype(np.float32)
+    p = predict_proba(teacher, x)
+    assert np.allclose(teacher_targets(teacher, x), p, atol=1e-6)
+    soft = teacher_targets(teacher, x, temperature=4.0)
+    assert np.all(np.sign(soft - 0.5) == np.sign(p - 0.5))  # same side of 0.5
+    assert np.all(np.abs(soft - 0.5) <= np.abs(p - 0.5) + 1e-7) and np.abs(soft - 0.5).sum() < np.abs(p - 0.5).sum()
 
 
 def test_a_checkpoint_of_other_settings_is_never_resumed(tmp_path):

@@ -35,6 +35,7 @@ class TrainingBatches:
     drawn from the default ranges, except for the kinds given in ``everyday_ranges``.
     ``unchanged_share`` of each batch, at its start, never gets an everyday change: with
     it the share that adversarial training attacks (the batch's first images) stays unchanged.
+    With ``soft_targets`` (a teacher's P(Fake) per image) each batch is ``(pixels, (labels, soft targets))``.
     """
 
     def __init__(
@@ -47,11 +48,13 @@ class TrainingBatches:
         everyday: float,
         everyday_ranges=None,
         unchanged_share: float = 0.0,
+        soft_targets=None,
     ):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.everyday, self.everyday_ranges = augment, everyday, training_ranges(everyday_ranges)
         self.unchanged_share = unchanged_share
+        self.soft_targets = None if soft_targets is None else np.asarray(soft_targets, dtype=np.float32)
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
@@ -62,7 +65,7 @@ class TrainingBatches:
         return self._order[1]
 
     def __getitem__(self, i: int):
-        """Batch ``i`` of the endless stream: ``(float32 pixels, float32 labels)``."""
+        """Batch ``i`` of the endless stream: ``(float32 pixels, float32 labels[, float32 soft targets])``."""
         epoch, index = divmod(int(i), self.steps_per_epoch)
         pick = np.sort(self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size])
         x = self.x[pick]
@@ -72,15 +75,19 @@ class TrainingBatches:
         if self.everyday > 0:
             start = int(np.round(len(x) * self.unchanged_share))  # rounded as Trainer.attack rounds its share
             x = np.concatenate([x[:start], random_everyday(x[start:], rng, self.everyday, self.everyday_ranges)])
+        if self.soft_targets is not None:
+            return x.astype(np.float32), self.y[pick], self.soft_targets[pick]
         return x.astype(np.float32), self.y[pick]
 
     def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
         """The batches from ``first_epoch`` on (later than 0 when a run resumes), endlessly."""
-        spec = (tf.TensorSpec([None, *self.x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.float32))
+        image_shape = [None, *self.x.shape[1:]]
+        n_outputs = 2 if self.soft_targets is None else 3
 
         def load(i):
-            x, y = tf.numpy_function(self.__getitem__, [i], (tf.float32, tf.float32), stateful=False)
-            return tf.ensure_shape(x, spec[0].shape), tf.ensure_shape(y, spec[1].shape)
+            out = tf.numpy_function(self.__getitem__, [i], (tf.float32,) * n_outputs, stateful=False)
+            x, labels = tf.ensure_shape(out[0], image_shape), [tf.ensure_shape(t, [None]) for t in out[1:]]
+            return x, labels[0] if len(labels) == 1 else tuple(labels)
 
         ds = tf.data.Dataset.counter(first_epoch * self.steps_per_epoch)
         ds = ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(2)

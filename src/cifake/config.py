@@ -170,6 +170,24 @@ class FinetuneParams(TrainParams):
         description="fgsm: random-start FGSM projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of "
         "2 epsilon and one step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)",
     )
+    teacher: str = Field(default="", description="a saved model whose soft targets are distilled (distill_weight > 0)")
+    distill_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the teacher's P(Fake) in each loss target (0: hard labels only); ARD/RSLAD-style "
+        "distillation, Goldblum et al. 2020, Zi et al. 2021",
+    )
+    distill_temperature: float = Field(default=1.0, gt=0.0, description="softens the teacher: sigmoid(logit / T)")
+    distill_attacked: bool = Field(
+        default=False, description="true: the attacked share gets the soft targets too (false: the clean share only)"
+    )
+
+    @model_validator(mode="after")
+    def _teacher_named(self):
+        if self.distill_weight > 0 and not self.teacher:
+            raise ValueError("distill_weight > 0 needs a teacher (the path of a saved model)")
+        return self
 
 
 class Corruption(_Section):

@@ -93,22 +93,26 @@ def train_and_register(
     strategy,
     key: str,
     flip_average: bool = False,
+    soft_targets=None,
 ) -> dict | None:
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
 
     With ``flip_average`` the saved model averages the logit over each image and its mirror image
     (:func:`cifake.model.with_flip_average`); validation figures are the network's own. Returns the
     stage metrics; None on a ``multi_worker`` helper, which leaves saving and logging to the chief.
+    ``soft_targets`` are a teacher's, for distillation (see :func:`cifake.training.fit`).
     """
     if not is_chief(strategy):
-        fit(model, train, val, config, strategy=strategy)
+        fit(model, train, val, config, strategy=strategy, soft_targets=soft_targets)
         print(f"{stage}: this worker's part of the training is done; the chief saves the model and logs it")
         return None
     run_id = tracking.open_run(stage, experiment, stage_params, meta)  # the server must answer to start
     send_waiting(files.outbox)  # what earlier runs could not send
     outbox = Outbox.create(files.outbox, tracking.tracking_uri(), run_id, stage)
     try:
-        metrics = _train_and_save(model, train, val, config, strategy, outbox, meta, files, key, flip_average)
+        metrics = _train_and_save(
+            model, train, val, config, strategy, outbox, meta, files, key, flip_average, soft_targets
+        )
         outbox.add_model(
             files.model,
             registered_model,
@@ -131,7 +135,9 @@ def train_and_register(
     return metrics
 
 
-def _train_and_save(model, train, val, config, strategy, outbox: Outbox, meta, files: RunFiles, key, flip_average):
+def _train_and_save(
+    model, train, val, config, strategy, outbox: Outbox, meta, files: RunFiles, key, flip_average, soft_targets
+):
     """Fit (logging every epoch to ``outbox``), write the model, history and metrics files; keep the
     final metrics and the files in ``outbox``. Returns the stage metrics."""
     start = time.perf_counter()
@@ -144,6 +150,7 @@ def _train_and_save(model, train, val, config, strategy, outbox: Outbox, meta, f
         strategy=strategy,
         checkpoint_dir=files.checkpoints,
         fingerprint=key,
+        soft_targets=soft_targets,
     )
     seconds = time.perf_counter() - start
     shipped = with_flip_average(result.model) if flip_average else result.model

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cifake.attacks import fgsm, logit_fn, n_fgsm
@@ -28,7 +29,7 @@ from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
-from cifake.model import with_precision
+from cifake.model import predict_proba, with_precision
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Adversarial:
     warmup_epochs: float = 0.0
     everyday_attacked: bool = True  # False: everyday changes go to the clean share of each batch only
     method: str = "fgsm"  # "n_fgsm": noise of 2 epsilon, one step, no projection (de Jorge et al. 2022)
+    distill_weight: float = 0.0  # share of a teacher's soft target in the loss target (0: hard labels only)
+    distill_attacked: bool = False  # True: the attacked share gets the soft target too (else the clean share only)
     val_pgd_steps: int = 10
     val_subset: int = 1000
 
@@ -134,10 +137,15 @@ class Trainer(keras.Model):
         done = tf.cast(self.optimizer.iterations + 1, tf.float32) / self.warmup_steps
         return self.attack_settings.epsilon * tf.minimum(1.0, done)
 
+    def attacked_count(self, batch: tf.Tensor) -> tf.Tensor:
+        """How many images, at the start of a batch of ``batch``, are attacked (rounded half to even)."""
+        share = 1.0 - self.attack_settings.clean_fraction
+        return tf.cast(tf.math.round(tf.cast(batch, tf.float32) * share), tf.int32)
+
     def attack(self, x, y):
         """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples."""
         adv = self.attack_settings
-        n_adv = tf.cast(tf.math.round(tf.cast(tf.shape(x)[0], tf.float32) * (1.0 - adv.clean_fraction)), tf.int32)
+        n_adv = self.attacked_count(tf.shape(x)[0])
         eps = self.epsilon()
         step = eps * (adv.step / adv.epsilon)
         x01, y_adv = x[:n_adv] / 255.0, y[:n_adv]
@@ -156,19 +164,33 @@ class Trainer(keras.Model):
             )
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
 
-    def _loss(self, y, logits):
+    def targets(self, y, teacher=None):
+        """The loss targets: smoothed labels, mixed with the teacher's soft targets where distillation applies.
+
+        With ``teacher`` (P(Fake) per image), the clean share of the batch (and with ``distill_attacked``
+        the attacked share too) gets ``(1 - distill_weight) * label + distill_weight * teacher``.
+        """
         target = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
-        return tf.nn.compute_average_loss(per_image)  # mean over the global batch (all replicas)
+        if teacher is None:
+            return target
+        adv = self.attack_settings
+        soft = (1.0 - adv.distill_weight) * target + adv.distill_weight * tf.reshape(teacher, [-1])
+        if adv.distill_attacked:
+            return soft
+        n_adv = self.attacked_count(tf.shape(y)[0])
+        return tf.concat([target[:n_adv], soft[n_adv:]], axis=0)
 
     def train_step(self, data):
         x, y = data
+        y, teacher = y if isinstance(y, tuple) else (y, None)  # a teacher's soft targets come with the labels
         y = tf.reshape(tf.cast(y, tf.float32), [-1])
         if self.adv is not None:
-            x = self.attack(x, y)
+            x = self.attack(x, y)  # the attack pushes against the true label
+        target = self.targets(y, teacher)
         with tf.GradientTape() as tape:
             logits = self.logits(x / 255.0, training=True)
-            loss = self._loss(y, logits)
+            per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
+            loss = tf.nn.compute_average_loss(per_image)  # mean over the global batch (all replicas)
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._update(y, logits)
@@ -189,7 +211,19 @@ class Trainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def training_batches(train: Split, config: FitConfig) -> TrainingBatches:
+def teacher_targets(teacher: keras.Model, x, temperature: float = 1.0) -> np.ndarray:
+    """A teacher's soft targets for distillation: ``sigmoid(logit / temperature)`` of each image in ``x``.
+
+    Computed once, on the images as stored (before augmentation and everyday changes, which keep the
+    label), with the teacher as it is saved (flip-averaged or not). ``temperature`` above 1 softens them.
+    """
+    p = predict_proba(teacher, x).astype(np.float64)
+    eps = 1e-7
+    logit = np.log(np.clip(p, eps, 1.0)) - np.log(np.clip(1.0 - p, eps, 1.0))
+    return (1.0 / (1.0 + np.exp(-logit / temperature))).astype(np.float32)
+
+
+def training_batches(train: Split, config: FitConfig, soft_targets=None) -> TrainingBatches:
     """The batches :func:`fit` trains on; without ``everyday_attacked`` the share each batch attacks stays unchanged."""
     adv = config.adversarial
     unchanged = 0.0 if adv is None or adv.everyday_attacked else 1.0 - adv.clean_fraction
@@ -202,6 +236,7 @@ def training_batches(train: Split, config: FitConfig) -> TrainingBatches:
         config.everyday,
         config.everyday_ranges,
         unchanged_share=unchanged,
+        soft_targets=soft_targets,
     )
 
 
@@ -241,6 +276,7 @@ def fit(
     strategy: tf.distribute.Strategy | None = None,
     checkpoint_dir: str | Path | None = None,
     fingerprint: str = "",
+    soft_targets=None,
 ) -> FitResult:
     """Train ``model`` with ``Model.fit``; return the best epoch's float32 detector and the history.
 
@@ -249,10 +285,14 @@ def fit(
     ``config.batch_size`` images is split across its replicas. With a
     ``checkpoint_dir`` the state is saved after every epoch, and a run killed
     part-way resumes after its last finished epoch (if ``fingerprint`` matches).
-    ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow).
+    ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow). Adversarial settings with a
+    ``distill_weight`` need ``soft_targets``, a teacher's P(Fake) per training image (:func:`teacher_targets`).
     """
+    distilling = config.adversarial is not None and config.adversarial.distill_weight > 0
+    if distilling != (soft_targets is not None):
+        raise ValueError("soft_targets go with (and only with) adversarial settings that have a distill_weight")
     strategy = strategy or tf.distribute.get_strategy()
-    batches = training_batches(train, config)
+    batches = training_batches(train, config, soft_targets)
     with strategy.scope():
         detector = with_precision(model, config.precision) if config.precision != "float32" else model
         trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch)
