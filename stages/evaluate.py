@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cifake import tracking
-from cifake.config import load_params
+from cifake.config import load_params, sample_sized
 from cifake.dataset import Split, describe_dataset, load_test_folder
 from cifake.determinism import set_determinism
 from cifake.errors import run_stage
@@ -81,27 +81,10 @@ def transfer(params, robust, clean_pgd: dict, test: Split, subset: np.ndarray) -
     return {name: transfer_scores(robust, images, y, ev.batch_size) for name, images in crafted.items()}
 
 
-def sample_sized(params):
-    """``params`` with the attack set cut to ``evaluate.sample_attack_subset`` on the offline sample, and a note.
-
-    The sample's figures only check the pipeline; fewer attacked images keep its ``dvc repro`` short.
-    Real data (any other ``data.source``) is evaluated as ``params.yaml`` says.
-    """
-    ev = params.evaluate
-    if params.data.source != "sample" or ev.sample_attack_subset is None or ev.sample_attack_subset >= ev.attack_subset:
-        return params, None
-    note = (
-        f"sample-sized: {ev.sample_attack_subset} attacked images instead of attack_subset={ev.attack_subset} "
-        "(evaluate.sample_attack_subset, data.source: sample); real data uses attack_subset"
-    )
-    return params.model_copy(
-        update={"evaluate": ev.model_copy(update={"attack_subset": ev.sample_attack_subset})}
-    ), note
-
-
 def main() -> None:
-    params, sized = sample_sized(load_params())
-    ev = params.evaluate
+    params = load_params()
+    ev, sized = sample_sized(params.evaluate) if params.data.source == "sample" else (params.evaluate, None)
+    params = params.model_copy(update={"evaluate": ev})
     set_determinism(params.seed)
     meta = read_json(PROCESSED / "meta.json")
     stage_params = {"seed": params.seed, "evaluate": ev.model_dump()}
@@ -121,7 +104,7 @@ def main() -> None:
             "dataset": describe_dataset(meta["dataset"]),
             "test_images": int(len(test.y)),
             "attack_images": int(len(subset)),
-            **({"attack_images_note": sized} if sized else {}),
+            **({"sample_sized_note": sized} if sized else {}),
             "pgd_steps": ev.pgd_steps,
             **{f"{name}_model": scores for name, (scores, *_) in results.items()},
             "test_dataset_2": test2_scores,

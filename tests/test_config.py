@@ -143,3 +143,16 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(tmp_path / "list.yaml")
+
+
+def test_the_sample_evaluate_is_cut_where_asked_and_says_so(raw):
+    from cifake.config import sample_sized
+
+    ev = parse_params(raw).evaluate.model_copy(
+        update={"attack_subset": 300, "pgd_steps": 20, "sample_attack_subset": 100, "sample_pgd_steps": 10}
+    )
+    cut, note = sample_sized(ev)
+    assert (cut.attack_subset, cut.pgd_steps) == (100, 10)
+    assert "attack_subset=100 instead of 300" in note and "pgd_steps=10 instead of 20" in note
+    same, none = sample_sized(ev.model_copy(update={"sample_attack_subset": None, "sample_pgd_steps": 40}))
+    assert (same.attack_subset, same.pgd_steps, none) == (300, 20, None)  # never more than the full settings

@@ -2,6 +2,7 @@
 
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,12 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     assert data.metrics["clean.accuracy"] == 0.9 and data.metrics["val_accuracy"] == 0.75
     mv = client.get_model_version_by_alias("cifake-test-model", "champion")
     assert int(mv.version) == version and mv.description == "a test model"
+    requirements = mlflow.artifacts.download_artifacts(f"models:/cifake-test-model/{version}/requirements.txt")
+    pinned = Path(requirements).read_text().split()
+    import keras
+
+    assert f"keras=={keras.__version__}" in pinned and len(pinned) == len(tracking.MODEL_IMPORTS)
+    assert any(line.startswith("tensorflow") for line in pinned)  # tensorflow or tensorflow-cpu, as installed
     loaded = mlflow.keras.load_model("models:/cifake-test-model@champion")
     x = np.zeros((1, 32, 32, 3), np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(tiny_model(x)), rtol=1e-5)

@@ -206,6 +206,9 @@ class EvaluateParams(_Section):
     sample_attack_subset: int | None = Field(
         default=None, ge=2, description="on the offline sample (data.source: sample) attack at most this many images"
     )
+    sample_pgd_steps: int | None = Field(
+        default=None, ge=1, description="on the offline sample, PGD takes at most this many steps"
+    )
     batch_size: int = Field(ge=1)
     transfer_sources: dict[str, str] = Field(
         default_factory=dict,
@@ -219,6 +222,25 @@ class EvaluateParams(_Section):
         if any(not 0.0 < e <= 1.0 for e in eps):
             raise ValueError("every epsilon must lie in (0, 1] (0-1 pixel scale)")
         return eps
+
+
+def sample_sized(ev: EvaluateParams) -> tuple[EvaluateParams, str | None]:
+    """``ev`` with the attack set and PGD steps cut to ``sample_attack_subset`` and ``sample_pgd_steps``, and a note
+    saying what was cut (None when nothing was).
+
+    For the offline sample only, whose figures just check the pipeline: a cheaper attack keeps its ``dvc repro``
+    short. Real data is evaluated as ``params.yaml`` says.
+    """
+    cuts = {
+        "attack_subset": ev.sample_attack_subset,
+        "pgd_steps": ev.sample_pgd_steps,
+    }
+    cuts = {k: v for k, v in cuts.items() if v is not None and v < getattr(ev, k)}
+    if not cuts:
+        return ev, None
+    said = ", ".join(f"{k}={v} instead of {getattr(ev, k)}" for k, v in cuts.items())
+    note = f"sample-sized: {said} (evaluate.sample_*, data.source: sample); real data uses the full settings"
+    return ev.model_copy(update=cuts), note
 
 
 class PerturbParams(_Section):
