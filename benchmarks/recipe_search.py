@@ -61,6 +61,8 @@ BASE = {
     "distill_weight": 0.0,
     "distill_temperature": 1.0,
     "distill_attacked": False,
+    "validate_flip_average": False,  # fine-tuning's epoch selection judges the flip-averaged model
+    "score_flip_average": False,  # the robust model is scored flip-averaged, as the pipeline saves it
 }
 FGH = {
     "model": STEM2,
@@ -135,10 +137,19 @@ RECIPES = {
     "P3f32_rerun": {**P3, "precision": "float32"},
     "U1f32_p3_nfgsm": {**P3, "precision": "float32", "method": "n_fgsm", "step_ratio": 1.0},
     # distillation from the shipped clean-only model (--teacher) during fine-tuning: its soft targets (computed
-    # once per training image) mixed half and half with the labels, on the clean share only (V1), and on the
-    # attacked share too (V2, as ARD/RSLAD do); the attack still pushes against the true label
+    # once per training image) mixed half and half with the labels on the clean share only (V1); then, as RSLAD
+    # does, the teacher's targets alone on both shares (V2); the attack still pushes against the true label
     "V1f32_p3_distill_clean": {**P3, "precision": "float32", "distill_weight": 0.5},
-    "V2f32_p3_distill_both": {**P3, "precision": "float32", "distill_weight": 0.5, "distill_attacked": True},
+    "V2f32_p3_rslad": {**P3, "precision": "float32", "distill_weight": 1.0, "distill_attacked": True},
+    # the epoch kept by fine-tuning's early stopping, judged on the flip-averaged model that ships (W1) rather
+    # than on its single view (P3f32_flip_scored, the baseline); both score the robust model flip-averaged
+    "P3f32_flip_scored": {**P3, "precision": "float32", "score_flip_average": True},
+    "W1f32_p3_flip_validated": {
+        **P3,
+        "precision": "float32",
+        "score_flip_average": True,
+        "validate_flip_average": True,
+    },
 }
 
 SUITE = {
@@ -170,7 +181,7 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) ->
     from cifake.determinism import set_determinism
     from cifake.evaluation import attack_sweep, corruption_scores
     from cifake.metrics import classification_metrics
-    from cifake.model import build_model, load_model, predict_proba
+    from cifake.model import build_model, load_model, predict_proba, with_flip_average
     from cifake.training import Adversarial, FitConfig, fit, teacher_targets
 
     r = {**BASE, **recipe}
@@ -216,13 +227,19 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) ->
         distill_attacked=r["distill_attacked"],
     )
     config = FitConfig(
-        epochs=r["adv_epochs"], learning_rate=r["adv_lr"], everyday=adv_everyday, adversarial=adv, **common
+        epochs=r["adv_epochs"],
+        learning_rate=r["adv_lr"],
+        everyday=adv_everyday,
+        adversarial=adv,
+        validate_flip_average=r["validate_flip_average"],
+        **common,
     )
     soft = None
     if r["distill_weight"] > 0:  # the teacher's pass is part of the recipe's cost
         soft = teacher_targets(load_model(teacher), data["train"].x, r["distill_temperature"])
         out["teacher"] = teacher.name
     robust = fit(model, data["train"], data["val"], config, soft_targets=soft).model
+    robust = with_flip_average(robust) if r["score_flip_average"] else robust
     out["cpu_seconds"] = {"clean": cpu1 - cpu0, "adversarial": time.process_time() - cpu1}
     out["wall_seconds"] = time.perf_counter() - wall0
     test, attack = data["test"], data["attack"]
@@ -264,7 +281,8 @@ def table(lines: list[dict]) -> str:
         clean = f"{100 * r['clean_model']['clean_accuracy']:.1f}" if r.get("clean_model_valid", True) else "n/a"
         clean = clean if r["settings"]["clean_epochs"] else "none (0 epochs)"
         rows.append(
-            f"| {r['recipe']} | {r.get('measured', 'not recorded')} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} "
+            f"| {r['recipe']}{' (scored flip-averaged)' if r['settings'].get('score_flip_average') else ''} "
+            f"| {r.get('measured', 'not recorded')} | {r['parameters'] / 1e6:.2f} M | {cpu:.0f} "
             f"({r['cpu_seconds']['clean'] / 60:.0f} + {r['cpu_seconds']['adversarial'] / 60:.0f}) | {clean} | "
             f"{100 * rob['clean_accuracy']:.1f} | {100 * attacks['pgd_eps2']['accuracy']:.1f} | "
             f"{100 * attacks['pgd_eps4']['accuracy']:.1f} | {100 * attacks['fgsm_eps4']['accuracy']:.1f} | "

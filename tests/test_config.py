@@ -156,3 +156,12 @@ def test_the_sample_evaluate_is_cut_where_asked_and_says_so(raw):
     assert "attack_subset=100 instead of 300" in note and "pgd_steps=10 instead of 20" in note
     same, none = sample_sized(ev.model_copy(update={"sample_attack_subset": None, "sample_pgd_steps": 40}))
     assert (same.attack_subset, same.pgd_steps, none) == (300, 20, None)  # never more than the full settings
+
+
+def test_validating_the_flip_averaged_model_needs_one(raw):
+    raw = copy.deepcopy(raw)
+    raw["fgsm_finetune"]["validate_flip_average"] = True
+    assert parse_params(raw).fgsm_finetune.validate_flip_average
+    raw["model"]["flip_average"] = False
+    with pytest.raises(ConfigError, match="needs model.flip_average"):
+        parse_params(raw)

@@ -12,7 +12,7 @@ from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.evaluation import competition_score, eps_key
-from cifake.model import build_model, load_model, predict_proba, save_model, with_precision
+from cifake.model import build_model, load_model, predict_proba, save_model, with_flip_average, with_precision
 from cifake.report import evaluation_summary
 from cifake.training import Adversarial, FitConfig, Trainer, fit, teacher_targets
 
@@ -187,6 +187,57 @@ def test_a_training_option_is_deterministic_changes_the_update_and_resumes_after
     resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
     assert resumed.resumed_at_epoch == 1
     for a, b in zip(resumed.model.get_weights(), whole, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
+
+
+def _bce(y, p):
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def test_validate_flip_average_judges_the_flip_averaged_model_that_is_saved(monkeypatch):
+    """Clean validation figures (and so early stopping) are the flip-averaged model's, and PGD validation
+    attacks that model, not the single view that trains."""
+    import cifake.callbacks as callbacks
+
+    attacked = []
+
+    class SpyAttacker(callbacks.Attacker):
+        def __init__(self, model):
+            attacked.append(model)
+            super().__init__(model)
+
+    monkeypatch.setattr(callbacks, "Attacker", SpyAttacker)
+    adv = Adversarial(
+        epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, val_pgd_steps=1, val_subset=8
+    )
+    val = _split(32, 1)
+    set_determinism(0)
+    config = _config(epochs=1, adversarial=adv, validate_flip_average=True)
+    result = fit(build_model(PARAMS), _split(64, 0), val, config)
+    x = val.x.astype(np.float32)
+    flip_averaged = _bce(val.y, predict_proba(with_flip_average(result.model), x))
+    single = _bce(val.y, predict_proba(result.model, x))
+    assert result.history[0]["val_loss"] == pytest.approx(flip_averaged, rel=1e-4)
+    assert abs(flip_averaged - single) > 1e-4  # the two views do differ here
+    assert [m.get_layer("single_view") is not None for m in attacked] == [True]
+
+
+def test_a_run_validated_flip_averaged_resumes_after_a_kill(tmp_path, monkeypatch):
+    def run(kill=False, **kw):
+        set_determinism(0)
+        with monkeypatch.context() as patch:
+            _add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
+            config = _config(epochs=2, validate_flip_average=True)
+            return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), config, **kw)
+
+    whole = run()
+    with pytest.raises(Killed):
+        run(kill=True, checkpoint_dir=tmp_path, fingerprint="f")
+    resumed = run(checkpoint_dir=tmp_path, fingerprint="f")
+    assert resumed.resumed_at_epoch == 1
+    assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in whole.history], rel=1e-5)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-5)
 
 

@@ -56,7 +56,7 @@ class PGDValidation(keras.callbacks.Callback):
         self._attacker: Attacker | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        detector = self.model.detector
+        detector = self.model.validated  # the detector, or the flip-averaged model made from it
         if self._attacker is None:
             self._attacker = Attacker(detector)
         x_adv = attack_images(self._attacker, self.x, self.y, method="pgd", eps=self.eps, steps=self.steps)

@@ -142,6 +142,11 @@ class TrainParams(_Section):
         description="tf.distribute strategy: none (one device), mirrored (all GPUs, else all logical CPUs), "
         "multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG)",
     )
+    validate_flip_average: bool = Field(
+        default=False,
+        description="judge every epoch (validation figures, early stopping, the kept epoch) on the flip-averaged "
+        "model that is saved, instead of its single view (twice the validation work; needs model.flip_average)",
+    )
 
     @field_validator("everyday_ranges")
     @classmethod
@@ -277,6 +282,13 @@ class Params(_Section):
     evaluate: EvaluateParams
     predict: PredictParams
     tracking: TrackingParams
+
+    @model_validator(mode="after")
+    def _validated_as_saved(self):
+        for name in ("train", "fgsm_finetune"):
+            if getattr(self, name).validate_flip_average and not self.model.flip_average:
+                raise ValueError(f"{name}.validate_flip_average needs model.flip_average: true (the model it judges)")
+        return self
 
 
 def _describe(error: ErrorDetails) -> str:

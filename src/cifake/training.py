@@ -29,7 +29,7 @@ from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
-from cifake.model import predict_proba, with_precision
+from cifake.model import predict_proba, with_flip_average, with_precision
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class FitConfig:
     everyday_ranges: dict | None = None  # kind -> (low, high): replaces that kind's default strength range
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
+    validate_flip_average: bool = False  # validation and early stopping judge the flip-averaged model
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Trainer(keras.Model):
         super().__init__(name="trainer")
         self.detector = detector
         self.logits = logit_fn(detector)
+        # what validation judges: the detector, or the flip-averaged model saved from it (same weights)
+        self.validated = with_flip_average(detector) if config.validate_flip_average else detector
+        self.val_logits = logit_fn(self.validated) if config.validate_flip_average else self.logits
         self.adv = config.adversarial
         self.label_smoothing = config.label_smoothing
         self.warmup_steps = float(steps_per_epoch * (self.adv.warmup_epochs if self.adv else 0.0))
@@ -198,7 +202,7 @@ class Trainer(keras.Model):
     def test_step(self, data):
         x, y = data
         y = tf.reshape(tf.cast(y, tf.float32), [-1])
-        return self._update(y, self.logits(x / 255.0, training=False))
+        return self._update(y, self.val_logits(x / 255.0, training=False))
 
     def _update(self, y, logits):
         per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
