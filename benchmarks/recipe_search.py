@@ -179,10 +179,11 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) ->
 
     from cifake.config import ModelParams
     from cifake.determinism import set_determinism
+    from cifake.distill import teacher_targets
     from cifake.evaluation import attack_sweep, corruption_scores
     from cifake.metrics import classification_metrics
     from cifake.model import build_model, load_model, predict_proba, with_flip_average
-    from cifake.training import Adversarial, FitConfig, fit, teacher_targets
+    from cifake.training import Adversarial, FitConfig, fit
 
     r = {**BASE, **recipe}
     set_determinism(seed)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from cifake import tracking
-from cifake.config import load_params, sample_sized
+from cifake.config import load_params
 from cifake.dataset import Split, describe_dataset, load_test_folder
 from cifake.determinism import set_determinism
 from cifake.errors import run_stage
-from cifake.evaluation import competition_score, pgd_images, score_model, transfer_scores
+from cifake.evaluation import competition_score, pgd_images, sample_sized, score_model, transfer_scores
 from cifake.fileio import read_json, sha256_file, write_json, write_rows
 from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
 from cifake.model import load_model, predict_proba

@@ -10,12 +10,13 @@ from pathlib import Path
 from cifake.config import load_params
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
+from cifake.distill import teacher_targets
 from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
 from cifake.fileio import read_json, sha256_file
 from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import adversarial_config, fit_config, teacher_targets
+from cifake.training import adversarial_config, fit_config
 
 PROCESSED = Path("data/processed")
 CLEAN_MODEL = Path("models/model.keras")

@@ -146,7 +146,7 @@ def test_unreadable_files(tmp_path):
 
 
 def test_the_sample_evaluate_is_cut_where_asked_and_says_so(raw):
-    from cifake.config import sample_sized
+    from cifake.evaluation import sample_sized
 
     ev = parse_params(raw).evaluate.model_copy(
         update={"attack_subset": 300, "pgd_steps": 20, "sample_attack_subset": 100, "sample_pgd_steps": 10}

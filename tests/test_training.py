@@ -11,10 +11,11 @@ import tensorflow as tf
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
+from cifake.distill import teacher_targets
 from cifake.evaluation import competition_score, eps_key
 from cifake.model import build_model, load_model, predict_proba, save_model, with_flip_average, with_precision
 from cifake.report import evaluation_summary
-from cifake.training import Adversarial, FitConfig, Trainer, fit, teacher_targets
+from cifake.training import Adversarial, FitConfig, Trainer, fit
 
 pytestmark = pytest.mark.model
 

@@ -26,20 +26,9 @@ class _Section(BaseModel):
 
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
-CorruptionKind = Literal[
-    "jpeg",
-    "blur",
-    "resize",
-    "brightness",
-    "contrast",
-    "noise",
-    "gamma",
-    "saturation",
-    "sharpen",
-    "rotate",
-    "zoom",
-    "webp",
-]
+TrainedKind = Literal["jpeg", "blur", "resize", "brightness", "contrast", "noise"]  # the training draw's
+NovelKind = Literal["gamma", "saturation", "sharpen", "rotate", "zoom", "webp"]  # never trained on by default
+CorruptionKind = Literal[TrainedKind, NovelKind]
 
 
 class SampleParams(_Section):
@@ -142,11 +131,7 @@ class TrainParams(_Section):
         description="tf.distribute strategy: none (one device), mirrored (all GPUs, else all logical CPUs), "
         "multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG)",
     )
-    validate_flip_average: bool = Field(
-        default=False,
-        description="judge every epoch (validation figures, early stopping, the kept epoch) on the flip-averaged "
-        "model that is saved, instead of its single view (twice the validation work; needs model.flip_average)",
-    )
+    validate_flip_average: bool = Field(False, description="validation judges the saved, flip-averaged model")
 
     @field_validator("everyday_ranges")
     @classmethod
@@ -165,28 +150,15 @@ class FinetuneParams(TrainParams):
     random_start: bool
     clean_fraction: float = Field(ge=0.0, lt=1.0)
     warmup_epochs: float = Field(default=0.0, ge=0.0, description="epochs over which epsilon ramps up from 0")
-    everyday_attacked: bool = Field(
-        default=True,
-        description="false: only the clean share of each batch gets everyday changes (the attacked share "
-        "is attacked unchanged)",
-    )
-    method: Literal["fgsm", "n_fgsm"] = Field(
-        default="fgsm",
-        description="fgsm: random-start FGSM projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of "
-        "2 epsilon and one step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)",
-    )
-    teacher: str = Field(default="", description="a saved model whose soft targets are distilled (distill_weight > 0)")
-    distill_weight: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description="share of the teacher's P(Fake) in each loss target (0: hard labels only); ARD/RSLAD-style "
-        "distillation, Goldblum et al. 2020, Zi et al. 2021",
-    )
-    distill_temperature: float = Field(default=1.0, gt=0.0, description="softens the teacher: sigmoid(logit / T)")
-    distill_attacked: bool = Field(
-        default=False, description="true: the attacked share gets the soft targets too (false: the clean share only)"
-    )
+    everyday_attacked: bool = Field(True, description="false: only the clean share gets everyday changes")
+    # fgsm: random start, projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of 2 epsilon and one
+    # step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)
+    method: Literal["fgsm", "n_fgsm"] = "fgsm"
+    # distillation (ARD, Goldblum et al. 2020; RSLAD, Zi et al. 2021): see cifake.training.Trainer.targets
+    teacher: str = Field("", description="a saved model whose soft targets are distilled")
+    distill_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the teacher's P(Fake) in each target")
+    distill_temperature: float = Field(1.0, gt=0.0, description="softens the teacher: sigmoid(logit / T)")
+    distill_attacked: bool = Field(False, description="true: the attacked share is distilled too")
 
     @model_validator(mode="after")
     def _teacher_named(self):
@@ -229,25 +201,6 @@ class EvaluateParams(_Section):
         return eps
 
 
-def sample_sized(ev: EvaluateParams) -> tuple[EvaluateParams, str | None]:
-    """``ev`` with the attack set and PGD steps cut to ``sample_attack_subset`` and ``sample_pgd_steps``, and a note
-    saying what was cut (None when nothing was).
-
-    For the offline sample only, whose figures just check the pipeline: a cheaper attack keeps its ``dvc repro``
-    short. Real data is evaluated as ``params.yaml`` says.
-    """
-    cuts = {
-        "attack_subset": ev.sample_attack_subset,
-        "pgd_steps": ev.sample_pgd_steps,
-    }
-    cuts = {k: v for k, v in cuts.items() if v is not None and v < getattr(ev, k)}
-    if not cuts:
-        return ev, None
-    said = ", ".join(f"{k}={v} instead of {getattr(ev, k)}" for k, v in cuts.items())
-    note = f"sample-sized: {said} (evaluate.sample_*, data.source: sample); real data uses the full settings"
-    return ev.model_copy(update=cuts), note
-
-
 class PerturbParams(_Section):
     """Test_dataset_2: every test image under white-box PGD against the robust model."""
 
@@ -285,9 +238,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _validated_as_saved(self):
-        for name in ("train", "fgsm_finetune"):
-            if getattr(self, name).validate_flip_average and not self.model.flip_average:
-                raise ValueError(f"{name}.validate_flip_average needs model.flip_average: true (the model it judges)")
+        if (
+            self.train.validate_flip_average or self.fgsm_finetune.validate_flip_average
+        ) and not self.model.flip_average:
+            raise ValueError("validate_flip_average needs model.flip_average: true (the model it judges)")
         return self
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from cifake.attacks import Attacker, attack_images
+from cifake.config import EvaluateParams
 from cifake.corruptions import corrupt
 from cifake.images import LABEL_NAMES
 from cifake.metrics import classification_metrics, correct
@@ -189,3 +190,22 @@ def perturb(
 def competition_score(clean_accuracy: float, perturbed_accuracy: float) -> float:
     """The original competition's score: 40 % clean accuracy + 60 % accuracy on the perturbed set."""
     return 0.4 * clean_accuracy + 0.6 * perturbed_accuracy
+
+
+def sample_sized(ev: EvaluateParams) -> tuple[EvaluateParams, str | None]:
+    """``ev`` with the attack set and PGD steps cut to ``sample_attack_subset`` and ``sample_pgd_steps``, and a note
+    saying what was cut (None when nothing was).
+
+    For the offline sample only, whose figures just check the pipeline: a cheaper attack keeps its ``dvc repro``
+    short. Real data is evaluated as ``params.yaml`` says.
+    """
+    cuts = {
+        "attack_subset": ev.sample_attack_subset,
+        "pgd_steps": ev.sample_pgd_steps,
+    }
+    cuts = {k: v for k, v in cuts.items() if v is not None and v < getattr(ev, k)}
+    if not cuts:
+        return ev, None
+    said = ", ".join(f"{k}={v} instead of {getattr(ev, k)}" for k, v in cuts.items())
+    note = f"sample-sized: {said} (evaluate.sample_*, data.source: sample); real data uses the full settings"
+    return ev.model_copy(update=cuts), note

@@ -8,9 +8,9 @@ optional linear eps warm-up. Early stopping, the per-epoch MLflow log, the
 progress line, PGD validation, the resumable checkpoint and (optionally) an
 exponential moving average of the weights are callbacks.
 
-For adversarial training early stopping watches PGD accuracy on a fixed
-validation subset, since FGSM training can overfit to FGSM while PGD
-robustness collapses.
+For adversarial training early stopping watches PGD accuracy on a fixed validation subset, since
+FGSM training can overfit to FGSM while PGD robustness collapses; optionally it judges the
+flip-averaged model that is saved. Fine-tuning can also distill a teacher (:mod:`cifake.distill`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cifake.attacks import fgsm, logit_fn, n_fgsm
@@ -29,7 +28,8 @@ from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
-from cifake.model import predict_proba, with_flip_average, with_precision
+from cifake.distill import mixed_targets
+from cifake.model import with_flip_average, with_precision
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ class Trainer(keras.Model):
         super().__init__(name="trainer")
         self.detector = detector
         self.logits = logit_fn(detector)
-        # what validation judges: the detector, or the flip-averaged model saved from it (same weights)
-        self.validated = with_flip_average(detector) if config.validate_flip_average else detector
+        self.validated = with_flip_average(detector) if config.validate_flip_average else detector  # same weights
         self.val_logits = logit_fn(self.validated) if config.validate_flip_average else self.logits
         self.adv = config.adversarial
         self.label_smoothing = config.label_smoothing
@@ -156,33 +155,19 @@ class Trainer(keras.Model):
         if adv.method == "n_fgsm":
             x_adv = n_fgsm(self.logits, x01, y_adv, eps, step, seed=self.seed_generator, training=True)
         else:
-            x_adv = fgsm(
-                self.logits,
-                x01,
-                y_adv,
-                eps,
-                step,
-                random_start=adv.random_start,
-                seed=self.seed_generator,
-                training=True,
-            )
+            random_start = adv.random_start
+            x_adv = fgsm(self.logits, x01, y_adv, eps, step, random_start, seed=self.seed_generator, training=True)
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
 
     def targets(self, y, teacher=None):
-        """The loss targets: smoothed labels, mixed with the teacher's soft targets where distillation applies.
-
-        With ``teacher`` (P(Fake) per image), the clean share of the batch (and with ``distill_attacked``
-        the attacked share too) gets ``(1 - distill_weight) * label + distill_weight * teacher``.
-        """
+        """Smoothed labels, mixed with the ``teacher``'s soft targets where distillation applies
+        (:func:`cifake.distill.mixed_targets`)."""
         target = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         if teacher is None:
             return target
         adv = self.attack_settings
-        soft = (1.0 - adv.distill_weight) * target + adv.distill_weight * tf.reshape(teacher, [-1])
-        if adv.distill_attacked:
-            return soft
         n_adv = self.attacked_count(tf.shape(y)[0])
-        return tf.concat([target[:n_adv], soft[n_adv:]], axis=0)
+        return mixed_targets(target, teacher, adv.distill_weight, n_adv, adv.distill_attacked)
 
     def train_step(self, data):
         x, y = data
@@ -213,18 +198,6 @@ class Trainer(keras.Model):
             # epoch logs still come from the (already aggregated) metrics themselves.
             return {m.name: tf.reshape(m.result(), [1]) for m in self.metrics}
         return {m.name: m.result() for m in self.metrics}
-
-
-def teacher_targets(teacher: keras.Model, x, temperature: float = 1.0) -> np.ndarray:
-    """A teacher's soft targets for distillation: ``sigmoid(logit / temperature)`` of each image in ``x``.
-
-    Computed once, on the images as stored (before augmentation and everyday changes, which keep the
-    label), with the teacher as it is saved (flip-averaged or not). ``temperature`` above 1 softens them.
-    """
-    p = predict_proba(teacher, x).astype(np.float64)
-    eps = 1e-7
-    logit = np.log(np.clip(p, eps, 1.0)) - np.log(np.clip(1.0 - p, eps, 1.0))
-    return (1.0 / (1.0 + np.exp(-logit / temperature))).astype(np.float32)
 
 
 def training_batches(train: Split, config: FitConfig, soft_targets=None) -> TrainingBatches:
@@ -290,7 +263,8 @@ def fit(
     ``checkpoint_dir`` the state is saved after every epoch, and a run killed
     part-way resumes after its last finished epoch (if ``fingerprint`` matches).
     ``on_epoch`` gets each epoch's metrics (e.g. to log them to MLflow). Adversarial settings with a
-    ``distill_weight`` need ``soft_targets``, a teacher's P(Fake) per training image (:func:`teacher_targets`).
+    ``distill_weight`` need ``soft_targets``, a teacher's P(Fake) per training image
+    (:func:`cifake.distill.teacher_targets`).
     """
     distilling = config.adversarial is not None and config.adversarial.distill_weight > 0
     if distilling != (soft_targets is not None):
