@@ -154,7 +154,7 @@ class FinetuneParams(TrainParams):
     # fgsm: random start, projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of 2 epsilon and one
     # step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)
     method: Literal["fgsm", "n_fgsm"] = "fgsm"
-    # distillation (ARD, Goldblum et al. 2020; RSLAD, Zi et al. 2021): see cifake.training.Trainer.targets
+    # distillation (ARD, Goldblum et al. 2020; RSLAD, Zi et al. 2021): see cifake.distill
     teacher: str = Field("", description="a saved model whose soft targets are distilled")
     distill_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the teacher's P(Fake) in each target")
     distill_temperature: float = Field(1.0, gt=0.0, description="softens the teacher: sigmoid(logit / T)")

@@ -98,9 +98,10 @@ def train_and_register(
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
 
     With ``flip_average`` the saved model averages the logit over each image and its mirror image
-    (:func:`cifake.model.with_flip_average`); validation figures are the network's own. Returns the
-    stage metrics; None on a ``multi_worker`` helper, which leaves saving and logging to the chief.
-    ``soft_targets`` are a teacher's, for distillation (see :func:`cifake.training.fit`).
+    (:func:`cifake.model.with_flip_average`); validation figures are the network's own unless
+    ``config.validate_flip_average``. ``soft_targets`` are a teacher's, for distillation (see
+    :func:`cifake.training.fit`). Returns the stage metrics; None on a ``multi_worker`` helper, which
+    leaves saving and logging to the chief.
     """
     if not is_chief(strategy):
         fit(model, train, val, config, strategy=strategy, soft_targets=soft_targets)
