@@ -63,6 +63,7 @@ BASE = {
     "distill_attacked": False,
     "validate_flip_average": False,  # fine-tuning's epoch selection judges the flip-averaged model
     "score_flip_average": False,  # the robust model is scored flip-averaged, as the pipeline saves it
+    "awp_gamma": 0.0,
 }
 FGH = {
     "model": STEM2,
@@ -150,6 +151,8 @@ RECIPES = {
         "score_flip_average": True,
         "validate_flip_average": True,
     },
+    # adversarial weight perturbation (Wu et al. 2020) at the paper's gamma, beside a P3f32 rerun (not run yet)
+    "X1f32_p3_awp": {**P3, "precision": "float32", "awp_gamma": 5.0e-3},
 }
 
 SUITE = {
@@ -181,9 +184,10 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) ->
     from cifake.determinism import set_determinism
     from cifake.distill import teacher_targets
     from cifake.evaluation import attack_sweep, corruption_scores
+    from cifake.fitconfig import Adversarial, FitConfig
     from cifake.metrics import classification_metrics
     from cifake.model import build_model, load_model, predict_proba, with_flip_average
-    from cifake.training import Adversarial, FitConfig, fit
+    from cifake.training import fit
 
     r = {**BASE, **recipe}
     set_determinism(seed)
@@ -226,6 +230,7 @@ def run_recipe(name: str, recipe: dict, data: dict, seed: int, teacher: Path) ->
         everyday_attacked=r["everyday_attacked"],
         distill_weight=r["distill_weight"],
         distill_attacked=r["distill_attacked"],
+        awp_gamma=r["awp_gamma"],
     )
     config = FitConfig(
         epochs=r["adv_epochs"],

@@ -65,8 +65,9 @@ def main() -> None:
     from cifake.attacks import Attacker, attack_images
     from cifake.config import ModelParams, load_params
     from cifake.determinism import set_determinism
+    from cifake.fitconfig import Adversarial, FitConfig
     from cifake.model import build_model
-    from cifake.training import Adversarial, FitConfig, fit
+    from cifake.training import fit
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4096, help="training images per epoch")

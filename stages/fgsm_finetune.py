@@ -14,9 +14,9 @@ from cifake.distill import teacher_targets
 from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
 from cifake.fileio import read_json, sha256_file
+from cifake.fitconfig import adversarial_config, fit_config
 from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import adversarial_config, fit_config
 
 PROCESSED = Path("data/processed")
 CLEAN_MODEL = Path("models/model.keras")

@@ -8,9 +8,9 @@ from cifake.determinism import set_determinism
 from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
 from cifake.fileio import read_json
+from cifake.fitconfig import fit_config
 from cifake.model import build_model
 from cifake.runs import RunFiles, fingerprint, train_and_register
-from cifake.training import fit_config
 
 PROCESSED = Path("data/processed")
 FILES = RunFiles(

@@ -56,7 +56,7 @@ def test_the_corruption_kinds_params_accept_are_those_that_exist():
 
 
 def test_everyday_ranges_reach_the_fit_config(raw):
-    from cifake.training import fit_config
+    from cifake.fitconfig import fit_config
 
     raw = copy.deepcopy(raw)
     raw["fgsm_finetune"]["everyday_ranges"] = {"contrast": [0.4, 1.6], "brightness": [-64, 64]}
@@ -69,7 +69,8 @@ def test_everyday_attacked_keeps_the_attacked_share_of_each_batch_unchanged(raw)
     import numpy as np
 
     from cifake.dataset import Split
-    from cifake.training import adversarial_config, fit_config, training_batches
+    from cifake.fitconfig import adversarial_config, fit_config
+    from cifake.training import training_batches
 
     raw = copy.deepcopy(raw)
     ft = parse_params(raw).fgsm_finetune
@@ -85,7 +86,7 @@ def test_everyday_attacked_keeps_the_attacked_share_of_each_batch_unchanged(raw)
 
 
 def test_distillation_settings_reach_the_attack_settings_and_need_a_teacher(raw):
-    from cifake.training import adversarial_config
+    from cifake.fitconfig import adversarial_config
 
     raw = copy.deepcopy(raw)
     assert adversarial_config(parse_params(raw).fgsm_finetune).distill_weight == 0.0  # off as shipped
@@ -97,6 +98,9 @@ def test_distillation_settings_reach_the_attack_settings_and_need_a_teacher(raw)
         parse_params(raw)
     raw["fgsm_finetune"].update(teacher="t.keras", distill_weight=1.5)
     with pytest.raises(ConfigError, match="distill_weight"):
+        parse_params(raw)
+    raw["fgsm_finetune"].update(distill_weight=0.0, awp_gamma=5.0e-3, strategy="mirrored")
+    with pytest.raises(ConfigError, match="awp_gamma > 0 runs on one device"):
         parse_params(raw)
 
 

@@ -28,7 +28,8 @@ from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.model import build_model
 from cifake.distribute import distribution_strategy
-from cifake.training import FitConfig, fit
+from cifake.fitconfig import FitConfig
+from cifake.training import fit
 
 rng = np.random.default_rng(0)
 def split(n):

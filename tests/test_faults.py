@@ -18,9 +18,10 @@ from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.errors import CifakeError
+from cifake.fitconfig import FitConfig
 from cifake.model import build_model, load_model, save_model
 from cifake.outbox import Outbox, send_waiting
-from cifake.training import FitConfig, fit
+from cifake.training import fit
 
 pytestmark = pytest.mark.model
 

@@ -10,8 +10,8 @@ from cifake import runs, tracking
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.distribute import distribution_strategy
+from cifake.fitconfig import FitConfig
 from cifake.model import build_model
-from cifake.training import FitConfig
 
 pytestmark = pytest.mark.code
 

@@ -22,8 +22,8 @@ from cifake import cli, runs
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
+from cifake.fitconfig import FitConfig
 from cifake.model import build_model
-from cifake.training import FitConfig
 
 pytestmark = pytest.mark.e2e
 

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cifake import awp
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.distill import teacher_targets
 from cifake.evaluation import competition_score, eps_key
+from cifake.fitconfig import Adversarial, FitConfig
 from cifake.model import build_model, load_model, predict_proba, save_model, with_flip_average, with_precision
 from cifake.report import evaluation_summary
-from cifake.training import Adversarial, FitConfig, Trainer, fit
+from cifake.training import Trainer, fit
 
 pytestmark = pytest.mark.model
 
@@ -130,6 +132,17 @@ def test_adversarial_step_attacks_within_the_ramped_epsilon():
     assert float(trainer.epsilon()) == pytest.approx(8 / 255)
 
 
+def test_a_last_batch_too_small_to_attack_leaves_the_model_finite():
+    """65 images in batches of 32: the last batch has one image, of which half rounds to none attacked."""
+    set_determinism(0)
+    adv = Adversarial(
+        epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, val_pgd_steps=1, val_subset=8
+    )
+    model = fit(build_model(PARAMS), _split(65, 0), _split(16, 1), _config(epochs=1, adversarial=adv)).model
+    assert all(np.isfinite(v.numpy()).all() for v in model.non_trainable_variables)  # batch-norm statistics
+    assert np.isfinite(predict_proba(model, _split(8, 2).x.astype(np.float32))).all()
+
+
 def test_n_fgsm_training_attacks_past_epsilon_on_the_attacked_share_only():
     """method="n_fgsm": noise of 2 eps and a step of eps, not projected, so pixels move past eps (never past 3 eps)."""
     set_determinism(0)
@@ -158,8 +171,8 @@ SOFT = np.random.default_rng(3).uniform(0.0, 1.0, 64).astype(np.float32)  # a st
 
 @pytest.mark.parametrize(
     "option, soft",
-    [(dict(method="n_fgsm", step=4 / 255), None), (dict(distill_weight=0.7), SOFT)],
-    ids=["n_fgsm", "distillation"],
+    [(dict(method="n_fgsm", step=4 / 255), None), (dict(distill_weight=0.7), SOFT), (dict(awp_gamma=0.05), None)],
+    ids=["n_fgsm", "distillation", "awp"],
 )
 def test_a_training_option_is_deterministic_changes_the_update_and_resumes_after_a_kill(
     option, soft, tmp_path, monkeypatch
@@ -240,6 +253,49 @@ def test_a_run_validated_flip_averaged_resumes_after_a_kill(tmp_path, monkeypatc
     assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in whole.history], rel=1e-5)
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
         assert np.allclose(a, b, atol=1e-5)
+
+
+def test_awp_takes_the_gradient_at_weights_moved_uphill_and_applies_it_to_the_weights_as_they_were():
+    """One SGD step with AWP: w - lr * grad L(w + v), v = gamma * ||w|| * g / ||g|| per kernel (g = grad L(w));
+    batch-norm statistics advance once, by the forward pass at the moved weights (the climb's pass leaves them)."""
+    set_determinism(0)
+    gamma, lr = 0.05, 0.1
+    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.95, awp_gamma=gamma)
+    model = build_model(PARAMS)
+    trainer = Trainer(model, _config(adversarial=adv), steps_per_epoch=1)  # 8 images, none attacked
+    trainer.compile(optimizer=keras.optimizers.SGD(lr))
+    trainer.optimizer.build(trainer.trainable_variables)
+    x = tf.constant(_split(8, 2).x.astype(np.float32))
+    y = tf.constant((np.arange(8) % 2).astype(np.float32))
+    variables, statistics, kernels = trainer.trainable_variables, model.non_trainable_variables, awp.kernels(model)
+    start, start_stats = [v.numpy() for v in variables], [v.numpy() for v in statistics]
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            value = Trainer._loss(y, trainer.logits(x / 255.0, training=True))
+        return dict(zip([id(v) for v in variables], tape.gradient(value, variables), strict=True))
+
+    at_start = gradients()
+    assert kernels and all(len(k.shape) > 1 for k in kernels) and len(kernels) < len(variables)
+    for k in kernels:
+        g = at_start[id(k)]
+        k.assign_add(gamma * tf.norm(k) * g / tf.norm(g))
+    for v, w in zip(statistics, start_stats, strict=True):
+        v.assign(w)
+    uphill = gradients()
+    one_step_stats = [v.numpy() for v in statistics]  # one forward pass, at the moved weights
+    expected = [w - lr * uphill[id(v)].numpy() for v, w in zip(variables, start, strict=True)]
+    plain = [w - lr * at_start[id(v)].numpy() for v, w in zip(variables, start, strict=True)]
+    for group, values in ((variables, start), (statistics, start_stats)):
+        for v, w in zip(group, values, strict=True):
+            v.assign(w)
+
+    trainer.train_step((x, y))
+    for v, e in zip(variables, expected, strict=True):
+        np.testing.assert_allclose(v.numpy(), e, atol=1e-6)
+    for v, e in zip(statistics, one_step_stats, strict=True):
+        np.testing.assert_allclose(v.numpy(), e, atol=1e-6)
+    assert max(np.abs(e - p).max() for e, p in zip(expected, plain, strict=True)) > 1e-4  # AWP changed the step
 
 
 def test_distillation_mixes_the_teachers_targets_into_the_share_it_names():

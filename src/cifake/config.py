@@ -159,11 +159,14 @@ class FinetuneParams(TrainParams):
     distill_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the teacher's P(Fake) in each target")
     distill_temperature: float = Field(1.0, gt=0.0, description="softens the teacher: sigmoid(logit / T)")
     distill_attacked: bool = Field(False, description="true: the attacked share is distilled too")
+    awp_gamma: float = Field(0.0, ge=0.0, description="adversarial weight perturbation (Wu et al. 2020); 0: off")
 
     @model_validator(mode="after")
-    def _teacher_named(self):
+    def _options_complete(self):
         if self.distill_weight > 0 and not self.teacher:
             raise ValueError("distill_weight > 0 needs a teacher (the path of a saved model)")
+        if self.awp_gamma > 0 and self.strategy != "none":
+            raise ValueError("awp_gamma > 0 runs on one device only (strategy: none)")
         return self
 
 

@@ -24,9 +24,10 @@ from cifake.checkpoint import remove_checkpoints
 from cifake.dataset import Split, describe_dataset
 from cifake.distribute import is_chief
 from cifake.fileio import sha256_file, write_json, write_rows
+from cifake.fitconfig import FitConfig, monitored_metric
 from cifake.model import save_model, with_flip_average
 from cifake.outbox import Outbox, send_waiting
-from cifake.training import FitConfig, FitResult, fit, monitored_metric
+from cifake.training import FitResult, fit
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Training through Keras' own machinery: ``Model.fit`` with a custom ``train_step``.
+"""Training through Keras' own machinery: ``Model.fit`` with a custom ``train_step`` (settings: cifake.fitconfig).
 
 :class:`Trainer` wraps a detector. Its ``train_step`` trains on clean batches or,
 with :class:`Adversarial` settings, replaces a share of every batch by
@@ -10,7 +10,8 @@ exponential moving average of the weights are callbacks.
 
 For adversarial training early stopping watches PGD accuracy on a fixed validation subset, since
 FGSM training can overfit to FGSM while PGD robustness collapses; optionally it judges the
-flip-averaged model that is saved. Fine-tuning can also distill a teacher (:mod:`cifake.distill`).
+flip-averaged model that is saved. Fine-tuning can also distill a teacher (:mod:`cifake.distill`) and
+perturb the weights adversarially (:mod:`cifake.awp`).
 """
 
 from __future__ import annotations
@@ -23,51 +24,17 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cifake import awp
 from cifake.attacks import fgsm, logit_fn, n_fgsm
 from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
 from cifake.distill import mixed_targets
+from cifake.fitconfig import Adversarial, FitConfig, monitored_metric
 from cifake.model import with_flip_average, with_precision
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Adversarial:
-    """Random-start FGSM settings for adversarial training (0-1 pixel scale)."""
-
-    epsilon: float
-    step: float
-    random_start: bool
-    clean_fraction: float
-    warmup_epochs: float = 0.0
-    everyday_attacked: bool = True  # False: everyday changes go to the clean share of each batch only
-    method: str = "fgsm"  # "n_fgsm": noise of 2 epsilon, one step, no projection (de Jorge et al. 2022)
-    distill_weight: float = 0.0  # share of a teacher's soft target in the loss target (0: hard labels only)
-    distill_attacked: bool = False  # True: the attacked share gets the soft target too (else the clean share only)
-    val_pgd_steps: int = 10
-    val_subset: int = 1000
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    patience: int
-    augment: bool
-    seed: int
-    adversarial: Adversarial | None = None
-    strategy: str = "none"
-    precision: str = "float32"
-    everyday: float = 0.0
-    everyday_ranges: dict | None = None  # kind -> (low, high): replaces that kind's default strength range
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
-    validate_flip_average: bool = False  # validation and early stopping judge the flip-averaged model
 
 
 @dataclass
@@ -77,23 +44,6 @@ class FitResult:
     model: keras.Model
     history: list[dict]
     resumed_at_epoch: int = 0
-
-
-def fit_config(section, seed: int, adversarial: Adversarial | None = None) -> FitConfig:
-    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``."""
-    fields = set(FitConfig.__dataclass_fields__) - {"seed", "adversarial"}
-    return FitConfig(**section.model_dump(include=fields), seed=seed, adversarial=adversarial)
-
-
-def adversarial_config(section) -> Adversarial:
-    """The random-start FGSM settings of the ``fgsm_finetune`` section."""
-    fields = set(Adversarial.__dataclass_fields__) & set(type(section).model_fields)
-    return Adversarial(**section.model_dump(include=fields))
-
-
-def monitored_metric(config: FitConfig) -> str:
-    """What early stopping maximises: PGD accuracy for adversarial training, else clean accuracy."""
-    return "val_pgd_accuracy" if config.adversarial is not None else "val_accuracy"
 
 
 class Trainer(keras.Model):
@@ -146,18 +96,22 @@ class Trainer(keras.Model):
         return tf.cast(tf.math.round(tf.cast(batch, tf.float32) * share), tf.int32)
 
     def attack(self, x, y):
-        """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples."""
-        adv = self.attack_settings
+        """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples.
+
+        A batch too small to have an attacked share (a last batch of one image) is left as it is: an attack on
+        no images would still run the network in training mode and turn batch-norm statistics into NaN.
+        """
         n_adv = self.attacked_count(tf.shape(x)[0])
-        eps = self.epsilon()
-        step = eps * (adv.step / adv.epsilon)
-        x01, y_adv = x[:n_adv] / 255.0, y[:n_adv]
-        if adv.method == "n_fgsm":
-            x_adv = n_fgsm(self.logits, x01, y_adv, eps, step, seed=self.seed_generator, training=True)
-        else:
-            random_start = adv.random_start
-            x_adv = fgsm(self.logits, x01, y_adv, eps, step, random_start, seed=self.seed_generator, training=True)
+        x_adv = tf.cond(n_adv > 0, lambda: self._examples(x[:n_adv] / 255.0, y[:n_adv]), lambda: x[:0] / 255.0)
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
+
+    def _examples(self, x01, y):
+        """Adversarial examples of ``x01`` (0-1 scale) at this step's epsilon, by the configured method."""
+        adv, eps = self.attack_settings, self.epsilon()
+        step = eps * (adv.step / adv.epsilon)
+        if adv.method == "n_fgsm":
+            return n_fgsm(self.logits, x01, y, eps, step, seed=self.seed_generator, training=True)
+        return fgsm(self.logits, x01, y, eps, step, adv.random_start, seed=self.seed_generator, training=True)
 
     def targets(self, y, teacher=None):
         """Smoothed labels, mixed with the ``teacher``'s soft targets where distillation applies
@@ -176,13 +130,28 @@ class Trainer(keras.Model):
         if self.adv is not None:
             x = self.attack(x, y)  # the attack pushes against the true label
         target = self.targets(y, teacher)
+        moved = self._climb(x, target)
         with tf.GradientTape() as tape:
             logits = self.logits(x / 255.0, training=True)
-            per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
-            loss = tf.nn.compute_average_loss(per_image)  # mean over the global batch (all replicas)
+            value = self._loss(target, logits)
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        grads = tape.gradient(value, variables)
+        awp.restore(moved)  # the gradient was taken at the moved weights; it is applied to the weights as they were
+        self.optimizer.apply(grads, variables)
         return self._update(y, logits)
+
+    def _climb(self, x, target) -> awp.Moved:
+        """AWP: the weights moved uphill on this batch before its gradient is taken (none without ``awp_gamma``)."""
+        if self.adv is None or self.adv.awp_gamma <= 0:
+            return []
+        return awp.perturb(
+            lambda: self._loss(target, self.logits(x / 255.0, training=True)), self.detector, self.adv.awp_gamma
+        )
+
+    @staticmethod
+    def _loss(target, logits):
+        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
+        return tf.nn.compute_average_loss(per_image)  # mean over the global batch (all replicas)
 
     def test_step(self, data):
         x, y = data
