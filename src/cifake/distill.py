@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.special import expit, logit
 
 from cifake.model import predict_proba
 
@@ -21,10 +22,8 @@ def teacher_targets(teacher: keras.Model, x, temperature: float = 1.0) -> np.nda
 
     The teacher is used as it is saved (flip-averaged or not); ``temperature`` above 1 softens the targets.
     """
-    p = predict_proba(teacher, x).astype(np.float64)
-    eps = 1e-7
-    logit = np.log(np.clip(p, eps, 1.0)) - np.log(np.clip(1.0 - p, eps, 1.0))
-    return (1.0 / (1.0 + np.exp(-logit / temperature))).astype(np.float32)
+    p = np.clip(predict_proba(teacher, x).astype(np.float64), 1e-7, 1.0 - 1e-7)
+    return expit(logit(p) / temperature).astype(np.float32)
 
 
 def mixed_targets(target, teacher, weight: float, n_attacked, attacked: bool) -> tf.Tensor:
