@@ -151,8 +151,12 @@ RECIPES = {
         "score_flip_average": True,
         "validate_flip_average": True,
     },
-    # adversarial weight perturbation (Wu et al. 2020) at the paper's gamma, beside a P3f32 rerun (not run yet)
+    # adversarial weight perturbation (Wu et al. 2020) at the paper's gamma, beside a P3f32 rerun of the same session
+    "P3f32_rerun2": {**P3, "precision": "float32"},
     "X1f32_p3_awp": {**P3, "precision": "float32", "awp_gamma": 5.0e-3},
+    # perturbations carried across epochs (ATTA, Zheng et al. 2020): each image's FGSM step starts from its last
+    # perturbation instead of fresh noise, at FGSM-RS's cost (beside the same P3f32 rerun)
+    "Y1f32_p3_atta": {**P3, "precision": "float32", "method": "atta"},
 }
 
 SUITE = {

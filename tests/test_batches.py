@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from cifake.batches import TrainingBatches, flip_and_shift
+from cifake.batches import TrainingBatches, flip_and_shift, shifted
 from cifake.corruptions import TRAINING_RANGES
 
 pytestmark = pytest.mark.data
@@ -87,6 +88,24 @@ def test_soft_targets_travel_with_their_images(data):
     images, labels, targets = b[5]
     ids = [index[img.tobytes()] for img in images]
     assert np.array_equal(labels, y[ids].astype(np.float32)) and np.array_equal(targets, soft[ids])
-    streamed_x, (streamed_y, streamed_t) = next(iter(b.dataset(first_epoch=1).skip(1)))  # batch 5 of the stream
-    assert np.array_equal(streamed_x.numpy(), images) and np.array_equal(streamed_t.numpy(), targets)
-    assert np.array_equal(streamed_y.numpy(), labels)
+    streamed_x, streamed = next(iter(b.dataset(first_epoch=1).skip(1)))  # batch 5 of the stream
+    assert np.array_equal(streamed_x.numpy(), images) and np.array_equal(streamed["teacher"].numpy(), targets)
+    assert np.array_equal(streamed["label"].numpy(), labels)
+
+
+def test_geometry_says_where_each_image_came_from(data):
+    """With ``geometry`` a batch names each image's index, flip and crop corner; redoing them from the stored
+    images gives the batch's pixels, and the pixels are those of the batch without geometry."""
+    x, y = data
+    b = TrainingBatches(x, y, batch_size=32, seed=0, augment=True, everyday=0.0, geometry=True)
+    images, labels, index, flip, dy, dx = b[5]
+    assert np.array_equal(images, shifted(x[index], flip.astype(bool), dy, dx).astype(np.float32))
+    assert np.array_equal(labels, y[index].astype(np.float32)) and flip.any() and not flip.all()
+    assert set(dy) | set(dx) <= {0, 1, 2, 3, 4} and len(set(dy)) > 1
+    plain = TrainingBatches(x, y, batch_size=32, seed=0, augment=True, everyday=0.0)
+    assert np.array_equal(plain[5][0], images)
+    _, streamed = next(iter(b.dataset(first_epoch=1).skip(1)))
+    assert list(streamed) == ["label", "index", "flip", "dy", "dx"]
+    assert np.array_equal(streamed["index"].numpy(), index) and streamed["dx"].dtype == tf.int32
+    unshifted = TrainingBatches(x, y, batch_size=32, seed=0, augment=False, everyday=0.0, geometry=True)[0]
+    assert not unshifted[3].any() and set(unshifted[4]) == set(unshifted[5]) == {2}  # the centre crop

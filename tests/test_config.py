@@ -104,6 +104,27 @@ def test_distillation_settings_reach_the_attack_settings_and_need_a_teacher(raw)
         parse_params(raw)
 
 
+def test_atta_reaches_the_attack_settings_and_the_batches_and_runs_on_one_device(raw):
+    import numpy as np
+
+    from cifake.dataset import Split
+    from cifake.fitconfig import adversarial_config, fit_config
+    from cifake.training import training_batches
+
+    raw = copy.deepcopy(raw)
+    raw["fgsm_finetune"]["method"] = "atta"
+    section = parse_params(raw).fgsm_finetune
+    adv = adversarial_config(section)
+    split = Split(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.uint8), np.array(["a"] * 4))
+    assert adv.method == "atta" and training_batches(split, fit_config(section, 0, adv)).geometry
+    raw["fgsm_finetune"]["strategy"] = "mirrored"
+    with pytest.raises(ConfigError, match="atta runs on one device"):
+        parse_params(raw)
+    raw["fgsm_finetune"].update(strategy="none", method="atta2")
+    with pytest.raises(ConfigError, match="method"):
+        parse_params(raw)
+
+
 def test_missing_and_unknown_keys_are_named(raw):
     bad = copy.deepcopy(raw)
     del bad["train"]["epochs"]

@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 
 from cifake import awp
+from cifake.attacks import fgsm_from
+from cifake.carry import Geometry, placed, view
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
@@ -155,6 +157,34 @@ def test_n_fgsm_training_attacks_past_epsilon_on_the_attacked_share_only():
     assert moved[4:].max() == 0
 
 
+def test_atta_starts_each_images_attack_from_its_last_perturbation():
+    """method="atta": a second attack on the same images (another flip and shift) is FGSM from the first one's
+    perturbation, moved with the image; the clean share is neither attacked nor stored."""
+    set_determinism(0)
+    adv = Adversarial(epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, method="atta")
+    trainer = Trainer(build_model(PARAMS), _config(adversarial=adv), steps_per_epoch=10, images=20)
+    x = tf.constant(np.random.default_rng(0).uniform(20, 235, (8, 32, 32, 3)).astype(np.float32))
+    y = tf.constant((np.arange(8) % 2).astype(np.float32))
+    index = tf.constant([3, 9, 4, 17, 0, 1, 2, 5])
+
+    def where(flip, shift):
+        return Geometry(index, tf.fill([8], flip), tf.fill([8], shift), tf.fill([8], 2))
+
+    first = trainer.attack(x, y, where(0, 2)).numpy()
+    assert trainer.carried.seen.numpy().nonzero()[0].tolist() == [3, 4, 9, 17]  # the attacked half only
+    delta = tf.constant((first[:4] - x.numpy()[:4]) / 255)
+    stored = tf.cast(tf.cast(delta, tf.float16), tf.float32)  # the store keeps float16
+    carried = view(placed(tf.zeros((4, 36, 36, 3)), stored, where(0, 2).head(4)), where(1, 0).head(4))
+    carried = tf.clip_by_value(carried, -4 / 255, 4 / 255)
+    second = trainer.attack(x, y, where(1, 0)).numpy()
+    x01 = x[:4] / 255
+    expected = fgsm_from(trainer.logits, x01, y[:4], carried, 4 / 255, 5 / 255, training=True).numpy() * 255
+    np.testing.assert_allclose(second[:4], expected, atol=0.01)  # rounding on the 0-255 scale
+    assert np.array_equal(second[4:], x.numpy()[4:])
+    with pytest.raises(ValueError, match="geometry"):
+        trainer.attack(x, y)
+
+
 class Killed(Exception):
     """Stands for the process being killed."""
 
@@ -171,8 +201,13 @@ SOFT = np.random.default_rng(3).uniform(0.0, 1.0, 64).astype(np.float32)  # a st
 
 @pytest.mark.parametrize(
     "option, soft",
-    [(dict(method="n_fgsm", step=4 / 255), None), (dict(distill_weight=0.7), SOFT), (dict(awp_gamma=0.05), None)],
-    ids=["n_fgsm", "distillation", "awp"],
+    [
+        (dict(method="n_fgsm", step=4 / 255), None),
+        (dict(distill_weight=0.7), SOFT),
+        (dict(awp_gamma=0.05), None),
+        (dict(method="atta"), None),
+    ],
+    ids=["n_fgsm", "distillation", "awp", "atta"],
 )
 def test_a_training_option_is_deterministic_changes_the_update_and_resumes_after_a_kill(
     option, soft, tmp_path, monkeypatch

@@ -1,4 +1,4 @@
-"""White-box L-inf attacks: FGSM (optionally with a random start), N-FGSM and PGD.
+"""White-box L-inf attacks: FGSM (optionally with a random start, or from a given one), N-FGSM and PGD.
 
 Attacks work on the 0-1 pixel scale: ``eps = 4/255`` moves each pixel by at most
 4 grey levels. The model sees ``x * 255`` (its contract is [0, 255] input).
@@ -62,8 +62,17 @@ def fgsm(logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, trai
     ``seed`` is a ``keras.random.SeedGenerator`` (or None for TensorFlow's global RNG);
     ``training`` runs the model as in training (batch statistics), as adversarial training does.
     """
-    start = tf.clip_by_value(x01 + _uniform(tf.shape(x01), eps, seed), 0.0, 1.0) if random_start else x01
-    delta = tf.clip_by_value(start - x01 + step * tf.sign(loss_gradient(logits, start, y, training)), -eps, eps)
+    noise = _uniform(tf.shape(x01), eps, seed) if random_start else tf.zeros_like(x01)
+    return fgsm_from(logits, x01, y, noise, eps, step, training)
+
+
+def fgsm_from(logits: LogitFn, x01, y, start, eps, step, training: bool = False) -> tf.Tensor:
+    """One signed-gradient step of ``step`` from ``x01 + start``, projected to the ``eps``-ball and [0, 1].
+
+    :func:`fgsm` starts from noise (or nothing); ATTA (:mod:`cifake.carry`) from the image's last perturbation.
+    """
+    begin = tf.clip_by_value(x01 + start, 0.0, 1.0)
+    delta = tf.clip_by_value(begin - x01 + step * tf.sign(loss_gradient(logits, begin, y, training)), -eps, eps)
     return tf.clip_by_value(x01 + delta, 0.0, 1.0)
 
 

@@ -16,14 +16,29 @@ import tensorflow as tf
 
 from cifake.corruptions import random_everyday, training_ranges
 
+PAD = 2  # the largest shift, in pixels
+GEOMETRY = ["index", "flip", "dy", "dx"]  # where each image came from (cifake.carry.Geometry)
+
 
 def flip_and_shift(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
     """Random horizontal flips and shifts of up to ``pad`` pixels (edges reflected)."""
-    n, h, w, _ = x.shape
-    flipped = np.where(np.asarray(rng.random(n) < 0.5)[:, None, None, None], x[:, :, ::-1], x)
-    padded = np.pad(flipped, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    flip, dy, dx = draw_flip_and_shift(len(x), rng, pad)
+    return shifted(x, flip, dy, dx, pad)
+
+
+def draw_flip_and_shift(n: int, rng: np.random.Generator, pad: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``n`` images: mirrored or not, and the corner ``(dy, dx)`` of its crop of the padded image."""
+    flip = np.asarray(rng.random(n) < 0.5)
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
-    return np.stack([padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    return flip, dy, dx
+
+
+def shifted(x: np.ndarray, flip: np.ndarray, dy: np.ndarray, dx: np.ndarray, pad: int = 2) -> np.ndarray:
+    """``x`` mirrored where ``flip``, padded by ``pad`` (edges reflected) and cropped back at ``(dy, dx)``."""
+    h, w = x.shape[1:3]
+    flipped = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    padded = np.pad(flipped, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    return np.stack([padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(len(x))])
 
 
 class TrainingBatches:
@@ -35,7 +50,9 @@ class TrainingBatches:
     drawn from the default ranges, except for the kinds given in ``everyday_ranges``.
     ``unchanged_share`` of each batch, at its start, never gets an everyday change: with
     it the share that adversarial training attacks (the batch's first images) stays unchanged.
-    With ``soft_targets`` (a teacher's P(Fake) per image) each batch is ``(pixels, (labels, soft targets))``.
+    With ``soft_targets`` (a teacher's P(Fake) per image) or ``geometry`` (where each image came from, for
+    :mod:`cifake.carry`) each batch is ``(pixels, {"label": ..., "teacher": ..., "index", "flip", "dy", "dx"})``
+    with the keys that apply.
     """
 
     def __init__(
@@ -49,12 +66,14 @@ class TrainingBatches:
         everyday_ranges=None,
         unchanged_share: float = 0.0,
         soft_targets=None,
+        geometry: bool = False,
     ):
         self.x, self.y = x, np.asarray(y, dtype=np.float32)
         self.batch_size, self.seed = batch_size, seed
         self.augment, self.everyday, self.everyday_ranges = augment, everyday, training_ranges(everyday_ranges)
         self.unchanged_share = unchanged_share
         self.soft_targets = None if soft_targets is None else np.asarray(soft_targets, dtype=np.float32)
+        self.geometry = geometry
         self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
@@ -64,30 +83,38 @@ class TrainingBatches:
             self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.y)))
         return self._order[1]
 
+    @property
+    def fields(self) -> list[str]:
+        """The names of what each batch carries after its pixels."""
+        return ["label", *(["teacher"] if self.soft_targets is not None else []), *(GEOMETRY if self.geometry else [])]
+
     def __getitem__(self, i: int):
-        """Batch ``i`` of the endless stream: ``(float32 pixels, float32 labels[, float32 soft targets])``."""
+        """Batch ``i`` of the endless stream: ``(float32 pixels, *one array per name in fields)``."""
         epoch, index = divmod(int(i), self.steps_per_epoch)
         pick = np.sort(self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size])
         x = self.x[pick]
         rng = np.random.default_rng([self.seed, epoch, index])
+        flip, dy, dx = np.zeros(len(pick), bool), np.full(len(pick), PAD), np.full(len(pick), PAD)
         if self.augment:
-            x = flip_and_shift(x, rng)
+            flip, dy, dx = draw_flip_and_shift(len(x), rng, PAD)
+            x = shifted(x, flip, dy, dx, PAD)
         if self.everyday > 0:
             start = int(np.round(len(x) * self.unchanged_share))  # rounded as Trainer.attack rounds its share
             x = np.concatenate([x[:start], random_everyday(x[start:], rng, self.everyday, self.everyday_ranges)])
-        if self.soft_targets is not None:
-            return x.astype(np.float32), self.y[pick], self.soft_targets[pick]
-        return x.astype(np.float32), self.y[pick]
+        extra = [self.soft_targets[pick]] if self.soft_targets is not None else []
+        if self.geometry:
+            extra += [a.astype(np.int32) for a in (pick, flip, dy, dx)]
+        return (x.astype(np.float32), self.y[pick], *extra)
 
     def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
         """The batches from ``first_epoch`` on (later than 0 when a run resumes), endlessly."""
-        image_shape = [None, *self.x.shape[1:]]
-        n_outputs = 2 if self.soft_targets is None else 3
+        image_shape, fields = [None, *self.x.shape[1:]], self.fields
+        types = (tf.float32, *(tf.int32 if name in GEOMETRY else tf.float32 for name in fields))
 
         def load(i):
-            out = tf.numpy_function(self.__getitem__, [i], (tf.float32,) * n_outputs, stateful=False)
-            x, labels = tf.ensure_shape(out[0], image_shape), [tf.ensure_shape(t, [None]) for t in out[1:]]
-            return x, labels[0] if len(labels) == 1 else tuple(labels)
+            out = tf.numpy_function(self.__getitem__, [i], types, stateful=False)
+            x, extra = tf.ensure_shape(out[0], image_shape), [tf.ensure_shape(t, [None]) for t in out[1:]]
+            return x, extra[0] if len(extra) == 1 else dict(zip(fields, extra, strict=True))
 
         ds = tf.data.Dataset.counter(first_epoch * self.steps_per_epoch)
         ds = ds.map(load, num_parallel_calls=2, deterministic=True).prefetch(2)

@@ -152,8 +152,9 @@ class FinetuneParams(TrainParams):
     warmup_epochs: float = Field(default=0.0, ge=0.0, description="epochs over which epsilon ramps up from 0")
     everyday_attacked: bool = Field(True, description="false: only the clean share gets everyday changes")
     # fgsm: random start, projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of 2 epsilon and one
-    # step of `step`, not projected (de Jorge et al. 2022; use step = epsilon)
-    method: Literal["fgsm", "n_fgsm"] = "fgsm"
+    # step of `step`, not projected (de Jorge et al. 2022; use step = epsilon); atta: FGSM from each image's last
+    # perturbation, carried across epochs (Zheng et al. 2020; cifake.carry)
+    method: Literal["fgsm", "n_fgsm", "atta"] = "fgsm"
     # distillation (ARD, Goldblum et al. 2020; RSLAD, Zi et al. 2021): see cifake.distill
     teacher: str = Field("", description="a saved model whose soft targets are distilled")
     distill_weight: float = Field(0.0, ge=0.0, le=1.0, description="share of the teacher's P(Fake) in each target")
@@ -167,6 +168,8 @@ class FinetuneParams(TrainParams):
             raise ValueError("distill_weight > 0 needs a teacher (the path of a saved model)")
         if self.awp_gamma > 0 and self.strategy != "none":
             raise ValueError("awp_gamma > 0 runs on one device only (strategy: none)")
+        if self.method == "atta" and self.strategy != "none":
+            raise ValueError("method: atta runs on one device only (strategy: none)")
         return self
 
 

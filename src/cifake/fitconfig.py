@@ -21,7 +21,8 @@ class Adversarial:
     clean_fraction: float
     warmup_epochs: float = 0.0
     everyday_attacked: bool = True  # False: everyday changes go to the clean share of each batch only
-    method: str = "fgsm"  # "n_fgsm": noise of 2 epsilon, one step, no projection (de Jorge et al. 2022)
+    method: str = "fgsm"  # "n_fgsm": noise of 2 epsilon, one step, no projection (de Jorge et al. 2022);
+    # "atta": FGSM from each image's last perturbation (Zheng et al. 2020; cifake.carry)
     distill_weight: float = 0.0  # share of a teacher's soft target in the loss target (0: hard labels only)
     distill_attacked: bool = False  # True: the attacked share gets the soft target too (else the clean share only)
     awp_gamma: float = 0.0  # adversarial weight perturbation's relative size (Wu et al. 2020; 0: off)

@@ -10,8 +10,9 @@ exponential moving average of the weights are callbacks.
 
 For adversarial training early stopping watches PGD accuracy on a fixed validation subset, since
 FGSM training can overfit to FGSM while PGD robustness collapses; optionally it judges the
-flip-averaged model that is saved. Fine-tuning can also distill a teacher (:mod:`cifake.distill`) and
-perturb the weights adversarially (:mod:`cifake.awp`).
+flip-averaged model that is saved. Fine-tuning can also distill a teacher (:mod:`cifake.distill`),
+perturb the weights adversarially (:mod:`cifake.awp`) and carry each image's perturbation to its next
+attack (:mod:`cifake.carry`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import keras
 import tensorflow as tf
 
 from cifake import awp
-from cifake.attacks import fgsm, logit_fn, n_fgsm
+from cifake.attacks import fgsm, fgsm_from, logit_fn, n_fgsm
 from cifake.batches import TrainingBatches, validation_batches
 from cifake.callbacks import EMAWeights, EpochLog, PGDValidation
+from cifake.carry import CarriedPerturbations, Geometry
 from cifake.checkpoint import EpochCheckpoint
 from cifake.dataset import Split
 from cifake.distill import mixed_targets
@@ -49,7 +51,8 @@ class FitResult:
 class Trainer(keras.Model):
     """Trains ``detector`` clean or adversarially; calling it calls the detector."""
 
-    def __init__(self, detector: keras.Model, config: FitConfig, steps_per_epoch: int):
+    def __init__(self, detector: keras.Model, config: FitConfig, steps_per_epoch: int, images: int = 0):
+        """``images``: how many training images there are (ATTA keeps a perturbation for each)."""
         super().__init__(name="trainer")
         self.detector = detector
         self.logits = logit_fn(detector)
@@ -59,6 +62,7 @@ class Trainer(keras.Model):
         self.label_smoothing = config.label_smoothing
         self.warmup_steps = float(steps_per_epoch * (self.adv.warmup_epochs if self.adv else 0.0))
         self.seed_generator = keras.random.SeedGenerator(config.seed)
+        self.carried = CarriedPerturbations(images) if self.adv and self.adv.method == "atta" else None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # on logits
         self.built = True  # its only layer, the detector, is built
@@ -95,20 +99,29 @@ class Trainer(keras.Model):
         share = 1.0 - self.attack_settings.clean_fraction
         return tf.cast(tf.math.round(tf.cast(batch, tf.float32) * share), tf.int32)
 
-    def attack(self, x, y):
-        """Replace the first ``1 - clean_fraction`` of the batch by FGSM (or N-FGSM) examples.
+    def attack(self, x, y, where: Geometry | None = None):
+        """Replace the first ``1 - clean_fraction`` of the batch by FGSM (N-FGSM, ATTA) examples.
+
+        ATTA needs ``where`` each image of the batch came from (:class:`cifake.carry.Geometry`).
 
         A batch too small to have an attacked share (a last batch of one image) is left as it is: an attack on
         no images would still run the network in training mode and turn batch-norm statistics into NaN.
         """
         n_adv = self.attacked_count(tf.shape(x)[0])
-        x_adv = tf.cond(n_adv > 0, lambda: self._examples(x[:n_adv] / 255.0, y[:n_adv]), lambda: x[:0] / 255.0)
+        head = where.head(n_adv) if where is not None else None
+        x_adv = tf.cond(n_adv > 0, lambda: self._examples(x[:n_adv] / 255.0, y[:n_adv], head), lambda: x[:0] / 255.0)
         return tf.concat([tf.stop_gradient(x_adv) * 255.0, x[n_adv:]], axis=0)
 
-    def _examples(self, x01, y):
+    def _examples(self, x01, y, where: Geometry | None):
         """Adversarial examples of ``x01`` (0-1 scale) at this step's epsilon, by the configured method."""
         adv, eps = self.attack_settings, self.epsilon()
         step = eps * (adv.step / adv.epsilon)
+        if self.carried is not None:
+            if where is None:
+                raise ValueError("ATTA needs the geometry of each batch (TrainingBatches(geometry=True))")
+            x_adv = fgsm_from(self.logits, x01, y, self.carried.start(where, eps, self.seed_generator), eps, step, True)
+            self.carried.keep(where, x_adv - x01)
+            return x_adv
         if adv.method == "n_fgsm":
             return n_fgsm(self.logits, x01, y, eps, step, seed=self.seed_generator, training=True)
         return fgsm(self.logits, x01, y, eps, step, adv.random_start, seed=self.seed_generator, training=True)
@@ -125,11 +138,12 @@ class Trainer(keras.Model):
 
     def train_step(self, data):
         x, y = data
-        y, teacher = y if isinstance(y, tuple) else (y, None)  # a teacher's soft targets come with the labels
-        y = tf.reshape(tf.cast(y, tf.float32), [-1])
+        extra = y if isinstance(y, dict) else {"label": y}  # a teacher's targets and the geometry come as a dict
+        y = tf.reshape(tf.cast(extra["label"], tf.float32), [-1])
         if self.adv is not None:
-            x = self.attack(x, y)  # the attack pushes against the true label
-        target = self.targets(y, teacher)
+            where = Geometry(*(extra[k] for k in Geometry._fields)) if "index" in extra else None
+            x = self.attack(x, y, where)  # the attack pushes against the true label
+        target = self.targets(y, extra.get("teacher"))
         moved = self._climb(x, target)
         with tf.GradientTape() as tape:
             logits = self.logits(x / 255.0, training=True)
@@ -183,6 +197,7 @@ def training_batches(train: Split, config: FitConfig, soft_targets=None) -> Trai
         config.everyday_ranges,
         unchanged_share=unchanged,
         soft_targets=soft_targets,
+        geometry=adv is not None and adv.method == "atta",
     )
 
 
@@ -242,7 +257,7 @@ def fit(
     batches = training_batches(train, config, soft_targets)
     with strategy.scope():
         detector = with_precision(model, config.precision) if config.precision != "float32" else model
-        trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch)
+        trainer = Trainer(detector, config, steps_per_epoch=batches.steps_per_epoch, images=len(train.y))
         trainer.compile(optimizer=_optimizer(config, batches.steps_per_epoch), jit_compile=False)
         trainer.optimizer.build(trainer.trainable_variables)
     callbacks, checkpoint = _callbacks(config, val, len(train.y), checkpoint_dir, fingerprint, on_epoch)
