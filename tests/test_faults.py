@@ -3,6 +3,7 @@
 The real-server outage during training is in test_tracking_outage.py.
 """
 
+import dataclasses
 import errno
 import json
 import logging
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifake import checkpoint, runs, tracking
+from cifake import checkpoint, runs, tracking, training
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
@@ -323,3 +324,36 @@ def test_mlflow_down_until_the_end_loses_nothing_and_a_second_send_duplicates_no
     assert client.get_run(run_id).info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(run_id)} >= {"train.json", "train_history.csv"}
     assert tracking.QUICK[0] == 0  # per-epoch calls never retry
+
+
+@pytest.mark.parametrize("how", ["killed", "interrupted"])
+def test_a_resumed_stage_continues_its_own_mlflow_run(tmp_path, monkeypatch, how):
+    """A stage stopped mid-training and run again is one MLflow run (FINISHED, every epoch once), whether a
+    SIGKILL left it RUNNING or Ctrl-C marked it FAILED; a run with other settings opens a run of its own."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    files = _run_files(tmp_path)
+    original = training._callbacks
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "_callbacks", lambda *a: (lambda cb, ck: ([*cb, KillAfter(2)], ck))(*original(*a)))
+        if how == "killed":  # a SIGKILL runs no cleanup
+            patch.setattr(runs, "_end_failed", lambda outbox: None)
+        with pytest.raises(Killed):
+            _train_and_register(files)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    (first,) = client.search_runs(client.get_experiment_by_name("faults").experiment_id)
+    assert first.info.status == ("RUNNING" if how == "killed" else "FAILED")
+
+    metrics = _train_and_register(files)
+    (run,) = client.search_runs(first.info.experiment_id)
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == [1, 2, 3, 4]
+    assert client.get_metric_history(run.info.run_id, "resumed_at_epoch")[0].value == 2
+    assert metrics["epochs_run"] == EPOCHS and not list(files.checkpoints.parent.glob("train*"))
+
+    _train_and_register(files, config=dataclasses.replace(CONFIG, epochs=1))  # other settings, same files
+    assert len(client.search_runs(first.info.experiment_id)) == 2

@@ -23,7 +23,7 @@ from cifake import tracking
 from cifake.checkpoint import remove_checkpoints
 from cifake.dataset import Split, describe_dataset
 from cifake.distribute import is_chief
-from cifake.fileio import sha256_file, write_json, write_rows
+from cifake.fileio import read_json, sha256_file, write_json, write_rows
 from cifake.fitconfig import FitConfig, monitored_metric
 from cifake.model import save_model, with_flip_average
 from cifake.outbox import Outbox, send_waiting
@@ -108,8 +108,9 @@ def train_and_register(
         fit(model, train, val, config, strategy=strategy, soft_targets=soft_targets)
         print(f"{stage}: this worker's part of the training is done; the chief saves the model and logs it")
         return None
-    run_id = tracking.open_run(stage, experiment, stage_params, meta)  # the server must answer to start
+    tracking.check_tracking_server()  # the server must answer to start
     send_waiting(files.outbox)  # what earlier runs could not send
+    run_id = _stage_run(files, key, lambda: tracking.open_run(stage, experiment, stage_params, meta))
     outbox = Outbox.create(files.outbox, tracking.tracking_uri(), run_id, stage)
     try:
         metrics = _train_and_save(
@@ -134,7 +135,27 @@ def train_and_register(
             f"{outbox.waiting()} (kept in {outbox.folder}; `cifake sync-tracking` sends them once it is back)"
         )
     remove_checkpoints(files.checkpoints)  # outputs are written: the checkpoint has served
+    _run_record(files).unlink(missing_ok=True)
     return metrics
+
+
+def _run_record(files: RunFiles) -> Path:
+    """Where a stage keeps the id of its MLflow run until it completes: beside its checkpoints."""
+    return files.checkpoints.with_name(files.checkpoints.name + ".mlflow-run.json")
+
+
+def _stage_run(files: RunFiles, key: str, open_new) -> str:
+    """The stage's MLflow run: the one a killed run of the same ``key`` left (a resumed run stays
+    one run), else a new one from ``open_new()``."""
+    record = _run_record(files)
+    if record.is_file():
+        kept = read_json(record)
+        if kept.get("fingerprint") == key and tracking.reopen_run(kept["run_id"]):
+            print(f"MLflow: continuing run {kept['run_id']}, which the interrupted run of this stage opened")
+            return kept["run_id"]
+    run_id = open_new()
+    write_json(record, {"fingerprint": key, "run_id": run_id})
+    return run_id
 
 
 def _train_and_save(

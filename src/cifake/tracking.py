@@ -147,6 +147,26 @@ def open_run(stage: str, experiment: str, params: dict, dataset: dict) -> str:
     return run.info.run_id
 
 
+def reopen_run(run_id: str) -> bool:
+    """Mark a stage's earlier run (killed or stopped, and now resumed) as running again.
+
+    Returns False when the server does not hold that run (another tracking URI, or it was deleted),
+    so that the caller opens a new one.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_run(run_id).info.lifecycle_stage != "active":
+            return False
+    except MlflowException:
+        return False
+    client.update_run(run_id, status="RUNNING")
+    return True
+
+
 def log_epoch(row: dict) -> None:
     """Log one epoch's metrics (as produced by :func:`cifake.training.fit`)."""
     import mlflow
