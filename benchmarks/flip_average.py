@@ -3,6 +3,9 @@
     python benchmarks/flip_average.py --data data/processed --images 3000 --seed 1 \
         --out benchmarks/results/flip_average.jsonl models/model_robust.keras
 
+With ``--shift N`` it scores the ten-view model (`model.view_shift: N`) instead of the single view,
+against the flip average: the rows then read ``shifted`` where they read ``single``.
+
 For each model (flip-averaged or not: its single-view network is taken out first), scores the single
 view and its flip-averaged version on the VALIDATION split only, so that adopting the change does not
 touch the test set: clean accuracy on all of it, and white-box PGD (random start, steps of eps/4, the
@@ -33,6 +36,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--restarts", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--shift", type=int, default=0, help="compare the flip average with N-pixel shifted views")
     ap.add_argument("--out", type=Path, help="a .jsonl file to append the results to")
     args = ap.parse_args()
 
@@ -47,10 +51,12 @@ def main() -> int:
         single, _ = without_flip_average(load_model(path))
         row = {"model": str(path), "val_images": len(val.y), "attack_images": len(pick), "restarts": args.restarts}
         robust = {}
-        for name, model in (("single", single), ("flip_average", with_flip_average(single))):
+        other = ("shifted", with_flip_average(single, args.shift)) if args.shift else ("single", single)
+        for name, model in (other, ("flip_average", with_flip_average(single))):
             row[name], robust[name] = score(model, val, pick, args)
-        row["only_flip_average_robust"] = int((robust["flip_average"] & ~robust["single"]).sum())
-        row["only_single_robust"] = int((robust["single"] & ~robust["flip_average"]).sum())
+        row["only_flip_average_robust"] = int((robust["flip_average"] & ~robust[other[0]]).sum())
+        row[f"only_{other[0]}_robust"] = int((robust[other[0]] & ~robust["flip_average"]).sum())
+        row["shift"] = args.shift
         emit(row, args.out)
     return 0
 

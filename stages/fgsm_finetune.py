@@ -59,6 +59,7 @@ def main() -> None:
         strategy=strategy,
         key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL), teacher_sha),
         flip_average=flip_average,
+        view_shift=params.model.view_shift,
         soft_targets=soft_targets,
     )
 

@@ -46,6 +46,7 @@ def main() -> None:
         strategy=strategy,
         key=fingerprint(stage_params, meta["dataset_sha256"]),
         flip_average=params.model.flip_average,
+        view_shift=params.model.view_shift,
     )
 
 

@@ -13,7 +13,9 @@ from cifake.model import (
     load_model,
     logit_model,
     save_model,
+    view_shift,
     with_flip_average,
+    with_precision,
     without_flip_average,
 )
 
@@ -155,6 +157,43 @@ def test_flip_average_averages_the_logit_over_the_image_and_its_mirror(tmp_path)
     assert loaded.count_params() == model.count_params() + 32 * 32  # the frozen mirror matrix
     assert len(loaded.trainable_weights) == len(model.trainable_weights)
     assert with_flip_average(loaded) is loaded  # averaging twice would only double the work
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_shifted_views_average_the_logit_over_ten_views_as_training_shifts_them(tmp_path, shift):
+    """Both views and four diagonal shifts of each, edges reflected: the training's own shift
+    (``batches.shifted``) computes each view here, independently of the model's frozen matrices."""
+    from cifake.batches import shifted
+    from cifake.config import Params, load_params
+
+    model = build_model(
+        ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=8, dropout=0.0)
+    )
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    single, n = logit_model(model), len(x)
+    moves = [(0, 0), (1, 1), (-1, -1), (1, -1), (-1, 1)]
+    views = [
+        shifted(x, np.full(n, flip), np.full(n, 2 + dy * shift), np.full(n, 2 + dx * shift), pad=2)
+        for flip in (False, True)
+        for dy, dx in moves
+    ]
+    expected = np.mean([np.asarray(single(v)) for v in views], axis=0)
+    flip_only = np.mean([np.asarray(single(views[0])), np.asarray(single(views[5]))], axis=0)
+    assert np.abs(expected - flip_only).max() > 1e-4  # the shifted views change the average
+
+    averaged = with_flip_average(model, shift)
+    save_model(averaged, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")  # safe_mode=True inside
+    for m in (averaged, loaded, with_precision(loaded, "float32")):
+        assert view_shift(m) == shift
+        np.testing.assert_allclose(np.asarray(logit_model(m)(x)), expected, rtol=1e-5, atol=1e-5)
+    assert loaded.count_params() == model.count_params() + (1 + 2 * 2 * 4) * 32 * 32  # frozen 0/1 matrices
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    assert view_shift(with_flip_average(model)) == 0 and view_shift(model) == 0
+    raw = load_params().model_dump()
+    raw["model"] = {**raw["model"], "flip_average": False, "view_shift": shift}
+    with pytest.raises(ValueError, match="view_shift: each needs model.flip_average"):
+        Params.model_validate(raw)
 
 
 def test_without_flip_average_gives_back_the_trainable_single_view_network(tmp_path):

@@ -67,9 +67,10 @@ class ModelParams(_Section):
     dense_units: int = Field(ge=1)
     dropout: float = Field(ge=0.0, lt=1.0)
     flip_average: bool = Field(
-        default=False,
-        description="the saved model averages its logit over each image and its mirror image "
-        "(test-time augmentation inside the model: twice the inference work)",
+        False, description="the saved model averages its logit over each image and its mirror (2x inference work)"
+    )
+    view_shift: Literal[0, 1, 2] = Field(
+        0, description="with flip_average: also 4 diagonal shifts of this many pixels of both views (10 views, 5x)"
     )
 
     @field_validator("widths")
@@ -244,10 +245,9 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _validated_as_saved(self):
-        if (
-            self.train.validate_flip_average or self.fgsm_finetune.validate_flip_average
-        ) and not self.model.flip_average:
-            raise ValueError("validate_flip_average needs model.flip_average: true (the model it judges)")
+        judged = self.train.validate_flip_average or self.fgsm_finetune.validate_flip_average
+        if (judged or self.model.view_shift) and not self.model.flip_average:
+            raise ValueError("validate_flip_average and view_shift: each needs model.flip_average: true")
         return self
 
 

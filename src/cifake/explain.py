@@ -118,7 +118,7 @@ def grad_cam(model: keras.Model, x: np.ndarray) -> np.ndarray:
         return tf.image.resize(heat, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")[..., 0]
 
     heat = cam(x)
-    if flipped:  # the model averages both views: so does its explanation
+    if flipped:  # the model averages both views: so does its explanation (not a view_shift model's shifts)
         heat = 0.5 * (heat + tf.reverse(cam(tf.reverse(x, axis=[2])), axis=[2]))
     return heat.numpy()
 

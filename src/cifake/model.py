@@ -61,7 +61,7 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     single, averaged = without_flip_average(model)
     if averaged:
-        return with_flip_average(with_precision(single, precision))
+        return with_flip_average(with_precision(single, precision), view_shift(model))
     config = model.get_config()
     for layer in config["layers"]:
         if layer["class_name"] != "InputLayer" and layer["config"]["name"] not in OUTPUT_LAYERS:
@@ -125,21 +125,39 @@ def _basic_block(x, width: int, stride: int, name: str):
 SINGLE_VIEW = "single_view"  # the network nested inside a flip-averaged model
 
 
-def with_flip_average(model: keras.Model) -> keras.Model:
+def with_flip_average(model: keras.Model, shift: int = 0) -> keras.Model:
     """``model`` made to average its logit over each image and its mirror image (test-time augmentation).
 
     Same contract (pixels in, float32 P(Fake) out, a ``logits`` layer) and the same weights; twice the
-    inference work. Attacks differentiate through both views, so robustness figures stay white-box.
-    The mirror is a frozen permutation matrix over the width axis (built-in layers only, so the file
+    inference work. Attacks differentiate through every view, so robustness figures stay white-box.
+    With ``shift`` (pixels), both views are also averaged over four diagonal shifts of them (edges
+    reflected, as training's shifts are): ten views, five times the work of the flip average.
+    Views are frozen 0/1 matrices over the width and height axes (built-in layers only, so the file
     loads with ``safe_mode=True``). A model that is already flip-averaged is returned as it is.
     """
     if _single_view(model) is not None:
         return model
     view = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output, name=SINGLE_VIEW)
     pixels = keras.Input(INPUT_SHAPE, name="pixels")
-    logits = layers.Average(name=LOGITS_LAYER, dtype="float32")([view(pixels), view(_mirror(pixels))])
+    images = [pixels, _mirror(pixels)]
+    if shift:
+        images += [
+            _shifted(image, dy * shift, dx * shift, name=f"shift{shift}_{i}{k}")
+            for i, image in enumerate(images)
+            for k, (dy, dx) in enumerate(DIAGONALS)
+        ]
+    logits = layers.Average(name=LOGITS_LAYER, dtype="float32")([view(image) for image in images])
     outputs = layers.Activation("sigmoid", name="p_fake", dtype="float32")(logits)
     return keras.Model(pixels, outputs, name=model.name)
+
+
+DIAGONALS = ((1, 1), (-1, -1), (1, -1), (-1, 1))  # the shifted views' directions, (down, right)
+
+
+def view_shift(model: keras.Model) -> int:
+    """The pixel shift of a flip-averaged model's shifted views (0 if it has none)."""
+    names = [layer.name for layer in model.layers if layer.name.startswith("shift") and layer.name.endswith("_rows")]
+    return int(names[0][len("shift") : names[0].index("_")]) if names else 0
 
 
 def without_flip_average(model: keras.Model) -> tuple[keras.Model, bool]:
@@ -162,14 +180,38 @@ def _single_view(model: keras.Model) -> keras.Model | None:
 def _mirror(pixels):
     """Images flipped left to right: (N, H, W, C) -> (N, H, C, W), a fixed anti-identity over W, and back."""
     x = layers.Permute((1, 3, 2), name="width_last", dtype="float32")(pixels)
+    x = _fixed_map(x, np.arange(IMAGE_SIZE)[::-1], "mirror")
+    return layers.Permute((1, 3, 2), name="width_back", dtype="float32")(x)
+
+
+def _shifted(pixels, dy: int, dx: int, name: str):
+    """Images moved by ``(dy, dx)`` pixels, edges reflected: a fixed 0/1 matrix over H, then over W."""
+    turn = (2, 3, 1)  # (H, W, C) -> (W, C, H) -> (C, H, W) -> (H, W, C)
+    x = layers.Permute(turn, name=f"{name}_height_last", dtype="float32")(pixels)
+    x = _fixed_map(x, _reflected(dy), f"{name}_rows")
+    x = layers.Permute(turn, name=f"{name}_width_last", dtype="float32")(x)
+    x = _fixed_map(x, _reflected(dx), f"{name}_cols")
+    return layers.Permute(turn, name=f"{name}_back", dtype="float32")(x)
+
+
+def _reflected(shift: int) -> np.ndarray:
+    """For each output position along an axis, the input position it reads after a shift (edges reflected)."""
+    j = np.arange(IMAGE_SIZE) + shift
+    return np.where(j < 0, -j, np.where(j > IMAGE_SIZE - 1, 2 * (IMAGE_SIZE - 1) - j, j))
+
+
+def _fixed_map(x, source: np.ndarray, name: str):
+    """``x`` with its last axis re-indexed: output ``j`` is input ``source[j]`` (a frozen 0/1 Dense layer)."""
     # a zeros initializer draws nothing from the random stream when the model is built or loaded,
     # so fine-tuning a loaded flip-averaged model sees the same randomness as a single-view one
-    flip = layers.Dense(
-        IMAGE_SIZE, use_bias=False, trainable=False, kernel_initializer="zeros", name="mirror", dtype="float32"
+    dense = layers.Dense(
+        IMAGE_SIZE, use_bias=False, trainable=False, kernel_initializer="zeros", name=name, dtype="float32"
     )
-    x = flip(x)
-    flip.set_weights([np.eye(IMAGE_SIZE, dtype="float32")[::-1].copy()])
-    return layers.Permute((1, 3, 2), name="width_back", dtype="float32")(x)
+    out = dense(x)
+    kernel = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype="float32")
+    kernel[source, np.arange(IMAGE_SIZE)] = 1.0
+    dense.set_weights([kernel])
+    return out
 
 
 def logit_model(model: keras.Model) -> keras.Model | None:

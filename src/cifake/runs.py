@@ -94,15 +94,16 @@ def train_and_register(
     strategy,
     key: str,
     flip_average: bool = False,
+    view_shift: int = 0,
     soft_targets=None,
 ) -> dict | None:
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
 
-    With ``flip_average`` the saved model averages the logit over each image and its mirror image
-    (:func:`cifake.model.with_flip_average`); validation figures are the network's own unless
-    ``config.validate_flip_average``. ``soft_targets`` are a teacher's, for distillation (see
-    :func:`cifake.training.fit`). Returns the stage metrics; None on a ``multi_worker`` helper, which
-    leaves saving and logging to the chief.
+    With ``flip_average`` the saved model averages the logit over each image and its mirror image, and
+    with ``view_shift`` over shifts of both too (:func:`cifake.model.with_flip_average`); validation
+    figures are the network's own unless ``config.validate_flip_average``. ``soft_targets`` are a
+    teacher's, for distillation (see :func:`cifake.training.fit`). Returns the stage metrics; None on a
+    ``multi_worker`` helper, which leaves saving and logging to the chief.
     """
     if not is_chief(strategy):
         fit(model, train, val, config, strategy=strategy, soft_targets=soft_targets)
@@ -111,11 +112,10 @@ def train_and_register(
     tracking.check_tracking_server()  # the server must answer to start
     send_waiting(files.outbox)  # what earlier runs could not send
     run_id = _stage_run(files, key, lambda: tracking.open_run(stage, experiment, stage_params, meta))
+    shipped = (lambda net: with_flip_average(net, view_shift)) if flip_average else (lambda net: net)
     outbox = Outbox.create(files.outbox, tracking.tracking_uri(), run_id, stage)
     try:
-        metrics = _train_and_save(
-            model, train, val, config, strategy, outbox, meta, files, key, flip_average, soft_targets
-        )
+        metrics = _train_and_save(model, train, val, config, strategy, outbox, meta, files, key, soft_targets, shipped)
         outbox.add_model(
             files.model,
             registered_model,
@@ -159,10 +159,10 @@ def _stage_run(files: RunFiles, key: str, open_new) -> str:
 
 
 def _train_and_save(
-    model, train, val, config, strategy, outbox: Outbox, meta, files: RunFiles, key, flip_average, soft_targets
+    model, train, val, config, strategy, outbox: Outbox, meta, files: RunFiles, key, soft_targets, shipped
 ):
-    """Fit (logging every epoch to ``outbox``), write the model, history and metrics files; keep the
-    final metrics and the files in ``outbox``. Returns the stage metrics."""
+    """Fit (logging every epoch to ``outbox``), write ``shipped(trained network)``, the history and metrics
+    files; keep the final metrics and the files in ``outbox``. Returns the stage metrics."""
     start = time.perf_counter()
     result = fit(
         model,
@@ -176,8 +176,7 @@ def _train_and_save(
         soft_targets=soft_targets,
     )
     seconds = time.perf_counter() - start
-    shipped = with_flip_average(result.model) if flip_average else result.model
-    save_model(shipped, files.model)
+    save_model(shipped(result.model), files.model)
     write_rows(files.history, result.history)
     metrics = stage_metrics(result, config, meta)
     write_json(files.metrics, metrics)
