@@ -244,7 +244,8 @@ class Browser:
 
 def _scores_by_predict(folder: Path, tmp: Path) -> dict[str, tuple[str, float]]:
     out = tmp / "predict.csv"
-    assert main(["predict", str(folder), "-o", str(out), "--scores"]) == EXIT_OK
+    # the page computes in float32; predict's default (auto) is bfloat16 on CPUs with AVX-512 BF16
+    assert main(["predict", str(folder), "-o", str(out), "--scores", "--precision", "float32"]) == EXIT_OK
     with open(out, newline="") as fh:
         return {r["Image Name"]: (r["Predicted Label"], float(r["P(Fake)"])) for r in csv.DictReader(fh)}
 

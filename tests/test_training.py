@@ -135,14 +135,23 @@ def test_adversarial_step_attacks_within_the_ramped_epsilon():
 
 
 def test_a_last_batch_too_small_to_attack_leaves_the_model_finite():
-    """65 images in batches of 32: the last batch has one image, of which half rounds to none attacked."""
+    """66 images in batches of 32: the last batch has two images, of which a quarter rounds to none attacked."""
     set_determinism(0)
     adv = Adversarial(
-        epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.5, val_pgd_steps=1, val_subset=8
+        epsilon=4 / 255, step=5 / 255, random_start=True, clean_fraction=0.75, val_pgd_steps=1, val_subset=8
     )
-    model = fit(build_model(PARAMS), _split(65, 0), _split(16, 1), _config(epochs=1, adversarial=adv)).model
+    model = fit(build_model(PARAMS), _split(66, 0), _split(16, 1), _config(epochs=1, adversarial=adv)).model
     assert all(np.isfinite(v.numpy()).all() for v in model.non_trainable_variables)  # batch-norm statistics
     assert np.isfinite(predict_proba(model, _split(8, 2).x.astype(np.float32))).all()
+
+
+def test_a_training_set_one_image_over_whole_batches_trains():
+    """65 images in batches of 32: a last batch of one image crashed oneDNN's training kernels (double free)
+    on CPUs where they are on by default; it is left out of its epoch, so training runs and stays finite."""
+    set_determinism(0)
+    result = fit(build_model(PARAMS), _split(65, 0), _split(16, 1), _config(epochs=2))
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert all(np.isfinite(v.numpy()).all() for v in result.model.weights)
 
 
 def test_n_fgsm_training_attacks_past_epsilon_on_the_attacked_share_only():
@@ -179,7 +188,10 @@ def test_atta_starts_each_images_attack_from_its_last_perturbation():
     second = trainer.attack(x, y, where(1, 0)).numpy()
     x01 = x[:4] / 255
     expected = fgsm_from(trainer.logits, x01, y[:4], carried, 4 / 255, 5 / 255, training=True).numpy() * 255
-    np.testing.assert_allclose(second[:4], expected, atol=0.01)  # rounding on the 0-255 scale
+    # a gradient within rounding of zero can take either sign in two computations (oneDNN's kernels differ
+    # between them on AVX-512 CPUs): those few pixels may differ by up to two steps (5/255 each), no more
+    close = np.isclose(second[:4], expected, atol=0.01)  # rounding on the 0-255 scale
+    assert close.mean() > 0.999 and np.abs(second[:4] - expected).max() <= 2 * 5 + 0.01
     assert np.array_equal(second[4:], x.numpy()[4:])
     with pytest.raises(ValueError, match="geometry"):
         trainer.attack(x, y)

@@ -9,8 +9,6 @@ parallel calls in order, with the tf.data autotuner off (it stalled epochs on 2 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -74,7 +72,11 @@ class TrainingBatches:
         self.unchanged_share = unchanged_share
         self.soft_targets = None if soft_targets is None else np.asarray(soft_targets, dtype=np.float32)
         self.geometry = geometry
-        self.steps_per_epoch = math.ceil(len(self.y) / batch_size)
+        # a last batch of one image is left out of its epoch (a different image each epoch, as the order is
+        # shuffled): training on a batch of one crashes TensorFlow's oneDNN kernels (double free, abort) on the
+        # CPUs where they are on by default (AVX-512 VNNI/BF16, AMX)
+        whole, rest = divmod(len(self.y), batch_size)
+        self.steps_per_epoch = whole + (rest > 1 or whole == 0)
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
 
     def order(self, epoch: int) -> np.ndarray:
