@@ -30,7 +30,7 @@ def test_every_image_once_per_epoch_with_its_label(data):
 
 
 def test_a_last_batch_of_one_image_is_left_out_of_its_epoch(data):
-    """97 images in batches of 32: three batches of 32 a epoch, the one image over is another each epoch
+    """97 images in batches of 32: three batches of 32 an epoch, the one image over is another each epoch
     (oneDNN's training kernels crash on a batch of one); 98 images keep their last batch of two."""
     x, y = data
     b = TrainingBatches(x[:97], y[:97], batch_size=32, seed=0, augment=False, everyday=0.0)
