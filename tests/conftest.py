@@ -14,6 +14,19 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def add_callbacks(patch, before=(), after=()):
+    """Make ``fit`` run ``[*before, *its own callbacks, *after]`` (to spy on it, force a metric or kill it)."""
+    import cifake.training as training
+
+    original = training._callbacks
+
+    def patched(*args):
+        callbacks, checkpoint = original(*args)
+        return [*before, *callbacks, *after], checkpoint
+
+    patch.setattr(training, "_callbacks", patched)
+
+
 def write_image(path: Path, size=(32, 32), mode="RGB", fmt=None, seed=0) -> Path:
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4, "L": 1}.get(mode, 3)

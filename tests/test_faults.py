@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifake import checkpoint, runs, tracking, training
+from cifake import checkpoint, runs, tracking
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.determinism import set_determinism
@@ -23,6 +23,8 @@ from cifake.fitconfig import FitConfig
 from cifake.model import build_model, load_model, save_model
 from cifake.outbox import Outbox, send_waiting
 from cifake.training import fit
+
+from .conftest import add_callbacks
 
 pytestmark = pytest.mark.model
 
@@ -62,17 +64,10 @@ class KillAfter(keras.callbacks.Callback):
 
 def _fit(directory, kill_after=None):
     """A seeded tiny run of EPOCHS epochs, checkpointed in ``directory``; killed after an epoch if asked."""
-    import cifake.training as training
-
     set_determinism(0)
     with pytest.MonkeyPatch.context() as patch:
         if kill_after:
-            original = training._callbacks
-            patch.setattr(
-                training,
-                "_callbacks",
-                lambda *a: (lambda cb, ck: ([*cb, KillAfter(kill_after)], ck))(*original(*a)),
-            )
+            add_callbacks(patch, after=[KillAfter(kill_after)])
         return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), CONFIG, checkpoint_dir=directory, fingerprint="f")
 
 
@@ -335,10 +330,9 @@ def test_a_resumed_stage_continues_its_own_mlflow_run(tmp_path, monkeypatch, how
     uri = f"sqlite:///{tmp_path}/m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     files = _run_files(tmp_path)
-    original = training._callbacks
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "_callbacks", lambda *a: (lambda cb, ck: ([*cb, KillAfter(2)], ck))(*original(*a)))
+        add_callbacks(patch, after=[KillAfter(2)])
         if how == "killed":  # a SIGKILL runs no cleanup
             patch.setattr(runs, "_end_failed", lambda outbox: None)
         with pytest.raises(Killed):

@@ -25,6 +25,8 @@ from cifake.determinism import set_determinism
 from cifake.fitconfig import FitConfig
 from cifake.model import build_model
 
+from .conftest import add_callbacks
+
 pytestmark = pytest.mark.e2e
 
 EPOCHS = 6
@@ -114,12 +116,9 @@ def _split(n, seed):
 
 
 def _train(tmp_path: Path, server: Server, start_at: int | None, monkeypatch) -> tuple[runs.RunFiles, Outage]:
-    import cifake.training as training
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     outage = Outage(server, stop_after=2, start_at=start_at)
-    original = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a: (lambda cb, ck: ([*cb, outage], ck))(*original(*a)))
+    add_callbacks(monkeypatch, after=[outage])
     files = runs.RunFiles(
         model=tmp_path / "models/model.keras",
         metrics=tmp_path / "metrics/train.json",

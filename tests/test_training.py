@@ -21,6 +21,8 @@ from cifake.model import build_model, load_model, predict_proba, save_model, wit
 from cifake.report import evaluation_summary
 from cifake.training import Trainer, fit
 
+from .conftest import add_callbacks
+
 pytestmark = pytest.mark.model
 
 PARAMS = ModelParams(architecture="resnet", widths=(4, 8), blocks_per_stage=1, dense_units=1, dropout=0.0)
@@ -37,19 +39,6 @@ def _split(n, seed):
 def _config(**kw):
     base = dict(epochs=2, batch_size=32, learning_rate=3e-3, weight_decay=0.0, patience=5, augment=False, seed=0)
     return FitConfig(**{**base, **kw})
-
-
-def _add_callbacks(patch, before=(), after=()):
-    """Make ``fit`` run ``[*before, *its own callbacks, *after]`` (to spy on it or force a metric)."""
-    import cifake.training as training
-
-    original = training._callbacks
-
-    def patched(*args):
-        callbacks, checkpoint = original(*args)
-        return [*before, *callbacks, *after], checkpoint
-
-    patch.setattr(training, "_callbacks", patched)
 
 
 class _ForcedValAccuracy(keras.callbacks.Callback):
@@ -94,7 +83,7 @@ def test_early_stopping_keeps_the_best_epoch(monkeypatch):
     """Validation accuracy is forced to peak at epoch 2: the returned weights must be epoch 2's."""
     set_determinism(0)
     spy = _ForcedValAccuracy({1: 0.5, 2: 0.9, 3: 0.6, 4: 0.6})
-    _add_callbacks(monkeypatch, before=[spy])
+    add_callbacks(monkeypatch, before=[spy])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=4, patience=2))
     assert len(result.history) == 4  # epoch 2 best, 3 and 4 worse: patience 2 stops after epoch 4
     for got, best in zip(result.model.get_weights(), spy.snapshots[2], strict=True):
@@ -105,7 +94,7 @@ def test_a_run_killed_after_early_stopping_resumes_without_training(tmp_path, mo
     """Killed after the stopping epoch's checkpoint, before its outputs: resuming trains no further epoch."""
     set_determinism(0)
     spy = _ForcedValAccuracy({2: 0.9})
-    _add_callbacks(monkeypatch, before=[spy])
+    add_callbacks(monkeypatch, before=[spy])
     run = dict(config=_config(epochs=6, patience=2), checkpoint_dir=tmp_path, fingerprint="f")
     first = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), **run)
     assert len(first.history) == 4 and (tmp_path / "epoch-0004").is_dir()  # stopped; outputs never written
@@ -234,7 +223,7 @@ def test_a_training_option_is_deterministic_changes_the_update_and_resumes_after
     def run(settings=adv, targets=soft, kill=False, **kw):
         set_determinism(0)
         with monkeypatch.context() as patch:
-            _add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
+            add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
             config = _config(epochs=2, adversarial=settings)
             return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), config, soft_targets=targets, **kw)
 
@@ -288,7 +277,7 @@ def test_a_run_validated_flip_averaged_resumes_after_a_kill(tmp_path, monkeypatc
     def run(kill=False, **kw):
         set_determinism(0)
         with monkeypatch.context() as patch:
-            _add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
+            add_callbacks(patch, after=[KillAfterFirstEpoch()] if kill else [])
             config = _config(epochs=2, validate_flip_average=True)
             return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), config, **kw)
 
@@ -451,7 +440,7 @@ class _StepWeights(keras.callbacks.Callback):
 def test_ema_returns_the_moving_average_of_the_training_weights(monkeypatch):
     set_determinism(0)
     recorder = _StepWeights()
-    _add_callbacks(monkeypatch, after=[recorder])
+    add_callbacks(monkeypatch, after=[recorder])
     result = fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=1, ema=0.9))
     expected = recorder.steps[0]
     for step in recorder.steps[1:]:
@@ -475,7 +464,7 @@ def test_a_resumed_ema_run_trains_on_where_it_stopped(tmp_path, monkeypatch):
     def run(kill=False, **kw):
         set_determinism(0)
         with monkeypatch.context() as patch:
-            _add_callbacks(patch, before=[Improving()], after=[KillAfterFirstEpoch()] if kill else [])
+            add_callbacks(patch, before=[Improving()], after=[KillAfterFirstEpoch()] if kill else [])
             return fit(build_model(PARAMS), _split(64, 0), _split(32, 1), _config(epochs=2, ema=0.5), **kw)
 
     whole = run().model.get_weights()
