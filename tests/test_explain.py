@@ -60,14 +60,19 @@ def patch_detector():
 
 
 # Mass inside the patch (one pixel of margin; 14 % of the image): integrated gradients measured 0.93-0.97,
-# Grad-CAM (8x8 maps here) 0.46-0.53, spilling over its cells' edges (docs/demo.md).
+# Grad-CAM (8x8 maps here) 0.46-0.53, spilling over its cells' edges (docs/demo.md). With ten views (flip x
+# four 1-pixel shifts), each view's map must be moved back onto the image, or the mass lands mirrored or shifted.
+@pytest.mark.parametrize("shift", [None, 1])
 @pytest.mark.parametrize(("method", "least"), [("integrated-gradients", 0.8), ("grad-cam", 0.35)])
-def test_most_of_the_heatmap_lies_on_the_pasted_patch(patch_detector, method, least):
+def test_most_of_the_heatmap_lies_on_the_pasted_patch(patch_detector, method, least, shift):
+    from cifake.model import with_flip_average
+
+    model = patch_detector if shift is None else with_flip_average(patch_detector, shift)
     rng = np.random.default_rng(7)
     corners = np.array([[2, 3], [18, 20], [5, 19], [20, 4], [11, 11], [0, 22]])
     x = _paste(rng, _smooth(rng, len(corners)), corners)
-    assert np.all(predict_proba(patch_detector, x) > 0.9), "the detector did not learn the patch"
-    heat = heatmap(patch_detector, x, method)
+    assert np.all(predict_proba(model, x) > 0.9), "the detector did not learn the patch"
+    heat = heatmap(model, x, method)
     assert heat.shape == (len(x), 32, 32) and np.allclose(heat.sum(axis=(1, 2)), 1.0)
     for h, (r, c) in zip(heat, corners, strict=True):
         inside = h[max(r - 1, 0) : r + PATCH + 1, max(c - 1, 0) : c + PATCH + 1].sum()
@@ -104,6 +109,30 @@ def _sample_files(generate_sample, tmp=None):
 def _spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a.ravel())), np.argsort(np.argsort(b.ravel()))
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_grad_cam_sees_the_views_the_model_averages(patch_detector, shift):
+    """The views Grad-CAM averages are the model's own: their mean logit is the model's logit."""
+    from cifake.explain import _as_seen, _views
+    from cifake.model import SINGLE_VIEW, logit_model, with_flip_average
+
+    model = with_flip_average(patch_detector, shift)
+    x = _smooth(np.random.default_rng(2), 3).astype(np.float32)
+    net, views = model.get_layer(SINGLE_VIEW), _views(model)
+    mean = np.mean([net(_as_seen(x, *view)).numpy() for view in views], axis=0)
+    assert len(views) == (10 if shift else 2) and len(set(views)) == len(views)
+    np.testing.assert_allclose(mean, logit_model(model)(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_view_map_moves_back_onto_the_image():
+    from cifake.explain import _as_seen, _moved_back
+
+    heat = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    for view in [(False, 1, -1), (True, -2, 2), (True, 0, 0)]:
+        back = _moved_back(_as_seen(heat, *view), *view).numpy()
+        inner = slice(2, 30)  # reflected edges are not invertible
+        np.testing.assert_array_equal(back[:, inner, inner], heat[:, inner, inner])
 
 
 def test_overlay_is_an_enlarged_rgb_picture():

@@ -9,7 +9,7 @@ weights the last convolutional block's maps by their mean gradient; on the shipp
 networks that block is 4x4, so each cell covers 8x8 pixels. docs/demo.md says why
 integrated gradients is the default. Both are signed towards the decision: evidence
 for Fake when the model says Fake, for Real when it says Real. A flip-averaged model
-is explained as it decides: through both views.
+is explained as it decides: through all of its views.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from scipy.ndimage import gaussian_filter
 from cifake.errors import CifakeError
 from cifake.fileio import atomic_path, write_csv
 from cifake.images import IMAGE_SIZE, LABEL_NAMES, ImageError, load_image
-from cifake.model import SINGLE_VIEW, logit_model, predict_proba
+from cifake.model import DIAGONALS, SINGLE_VIEW, logit_model, predict_proba, reflected, view_shift
 
 METHODS = ("integrated-gradients", "grad-cam")
 DEFAULT_METHOD = "integrated-gradients"
@@ -117,10 +117,29 @@ def grad_cam(model: keras.Model, x: np.ndarray) -> np.ndarray:
         heat = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1, keepdims=True))
         return tf.image.resize(heat, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")[..., 0]
 
-    heat = cam(x)
-    if flipped:  # the model averages both views: so does its explanation (not a view_shift model's shifts)
-        heat = 0.5 * (heat + tf.reverse(cam(tf.reverse(x, axis=[2])), axis=[2]))
-    return heat.numpy()
+    if not flipped:
+        return cam(x).numpy()
+    views = _views(model)  # the model averages its views: so does its explanation, each map moved back
+    return (tf.add_n([_moved_back(cam(_as_seen(x, *view)), *view) for view in views]) / len(views)).numpy()
+
+
+def _views(model: keras.Model) -> list[tuple[bool, int, int]]:
+    """The views a flip-averaged model averages, as (mirrored, down, right) (cifake.model.with_flip_average)."""
+    shift = view_shift(model)
+    moves = [(0, 0)] + [(dy * shift, dx * shift) for dy, dx in DIAGONALS if shift]
+    return [(mirrored, dy, dx) for mirrored in (False, True) for dy, dx in moves]
+
+
+def _as_seen(x, mirrored: bool, dy: int, dx: int):
+    """Images (N, 32, 32, ...) as one view sees them: mirrored, then moved by (dy, dx) with edges reflected."""
+    x = tf.reverse(x, axis=[2]) if mirrored else x
+    return tf.gather(tf.gather(x, reflected(dy), axis=1), reflected(dx), axis=2)
+
+
+def _moved_back(heat, mirrored: bool, dy: int, dx: int):
+    """A map over one view's pixels put back over the image's (undoes :func:`_as_seen` but at reflected edges)."""
+    heat = tf.gather(tf.gather(heat, reflected(-dy), axis=1), reflected(-dx), axis=2)
+    return tf.reverse(heat, axis=[2]) if mirrored else heat
 
 
 def heatmap(model: keras.Model, x: np.ndarray, method: str = DEFAULT_METHOD) -> np.ndarray:

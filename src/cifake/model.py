@@ -188,13 +188,13 @@ def _shifted(pixels, dy: int, dx: int, name: str):
     """Images moved by ``(dy, dx)`` pixels, edges reflected: a fixed 0/1 matrix over H, then over W."""
     turn = (2, 3, 1)  # (H, W, C) -> (W, C, H) -> (C, H, W) -> (H, W, C)
     x = layers.Permute(turn, name=f"{name}_height_last", dtype="float32")(pixels)
-    x = _fixed_map(x, _reflected(dy), f"{name}_rows")
+    x = _fixed_map(x, reflected(dy), f"{name}_rows")
     x = layers.Permute(turn, name=f"{name}_width_last", dtype="float32")(x)
-    x = _fixed_map(x, _reflected(dx), f"{name}_cols")
+    x = _fixed_map(x, reflected(dx), f"{name}_cols")
     return layers.Permute(turn, name=f"{name}_back", dtype="float32")(x)
 
 
-def _reflected(shift: int) -> np.ndarray:
+def reflected(shift: int) -> np.ndarray:
     """For each output position along an axis, the input position it reads after a shift (edges reflected)."""
     j = np.arange(IMAGE_SIZE) + shift
     return np.where(j < 0, -j, np.where(j > IMAGE_SIZE - 1, 2 * (IMAGE_SIZE - 1) - j, j))
