@@ -35,7 +35,7 @@ def main() -> None:
     meta = read_json(PROCESSED / "meta.json")
     ft = params.fgsm_finetune
     config = fit_config(ft, params.seed, adversarial=adversarial_config(ft))
-    stage_params = {"seed": params.seed, "fgsm_finetune": ft.model_dump()}
+    stage_params = {"seed": params.seed, "view_shift": params.model.view_shift, "fgsm_finetune": ft.model_dump()}
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model, flip_average = without_flip_average(load_model(CLEAN_MODEL))

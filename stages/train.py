@@ -27,7 +27,8 @@ def main() -> None:
     set_determinism(params.seed)
     meta = read_json(PROCESSED / "meta.json")
     config = fit_config(params.train, params.seed)
-    stage_params = {"seed": params.seed, "model": params.model.model_dump(), "train": params.train.model_dump()}
+    model_params = params.model.model_dump(exclude={"view_shift"})  # the robust model's views: fgsm_finetune's
+    stage_params = {"seed": params.seed, "model": model_params, "train": params.train.model_dump()}
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model = build_model(params.model)
@@ -46,7 +47,6 @@ def main() -> None:
         strategy=strategy,
         key=fingerprint(stage_params, meta["dataset_sha256"]),
         flip_average=params.model.flip_average,
-        view_shift=params.model.view_shift,
     )
 
 

@@ -51,3 +51,13 @@ def test_imports_inside_functions_count():
     """sources.download_kaggle imports kagglehub lazily; the package's own lazy imports must count too."""
     files = package_files(ROOT / "stages" / "evaluate.py")
     assert "src/cifake/tracking.py" in files and "src/cifake/report.py" in files
+
+
+def test_train_reruns_for_every_model_setting_but_the_robust_views():
+    """`train` builds its network from every ``model.*`` setting; ``model.view_shift`` shapes only the robust model
+    (`fgsm_finetune`), so changing it must not rerun hours of clean training."""
+    from cifake.config import ModelParams
+
+    listed = {p.removeprefix("model.") for p in STAGES["train"]["params"] if str(p).startswith("model.")}
+    assert listed == set(ModelParams.model_fields) - {"view_shift"}
+    assert "model.view_shift" in STAGES["fgsm_finetune"]["params"]

@@ -66,7 +66,8 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--single-view",
         action="store_true",
-        help="skip the mirror-image average of a flip-averaged model: about 1.6x faster, less robust to attacks",
+        help="skip a view-averaged model's average (the shipped robust model's ten views: the image and its mirror, "
+        "each also shifted 1 px four ways): one view, several times faster, less robust to attacks",
     )
     p.add_argument(
         "--precision",

@@ -86,7 +86,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 MUCH_LARGER = 4 * IMAGE_SIZE
 OOD_NOTE = (
     "the detector learnt 32x32 CIFAKE images (Stable Diffusion v1.4 against CIFAR-10); on larger photographs "
-    "and other generators it is at chance: 48 % on 100 such images (model card, 'Out of distribution')"
+    "and other generators it is at chance: 48 % on 100 such images (model card, 'Limitations')"
 )
 
 
