@@ -5,6 +5,7 @@ Also scores the robust model under transfer attacks (PGD crafted on the clean mo
 (40 % clean + 60 % Test_dataset_2 accuracy). Writes metrics/evaluate.json and the plot data.
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ MODELS = {"clean": Path("models/model.keras"), "robust": Path("models/model_robu
 PLOTS = Path("metrics/plots")
 OUT = Path("metrics/evaluate.json")
 SUMMARY = Path("metrics/summary.json")
+CACHE = Path("checkpoints/evaluate")  # finished attack batches: a killed run resumes (cifake.attack_cache)
 OUTBOX = Path("checkpoints/mlflow-outbox")  # what the training stages could not send to MLflow (see runs.py)
 
 
@@ -46,7 +48,7 @@ def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
     results, grid = {}, []
     for name, path in MODELS.items():
         model, keep = load_model(path), {}
-        scores, p_clean = score_model(model, test, subset, ev, params.seed, keep=keep)
+        scores, p_clean = score_model(model, test, subset, ev, params.seed, keep=keep, cache=CACHE)
         write_rows(PLOTS / f"roc_{name}_model.csv", roc_points(test.y, p_clean))
         write_rows(PLOTS / f"pr_{name}_model.csv", pr_points(test.y, p_clean))
         x_show = keep[picture_eps][shown]
@@ -77,6 +79,7 @@ def transfer(params, robust, clean_pgd: dict, test: Split, subset: np.ndarray) -
             pgd_steps=ev.pgd_steps,
             step_fraction=ev.pgd_step_fraction,
             batch_size=ev.batch_size,
+            cache=CACHE,
         )
     return {name: transfer_scores(robust, images, y, ev.batch_size) for name, images in crafted.items()}
 
@@ -113,6 +116,7 @@ def main() -> None:
         write_plots(out, results, test, test2, p2, grid, shown_y, ev.epsilons)
         write_json(OUT, out)
         write_json(SUMMARY, headline(out))
+        shutil.rmtree(CACHE, ignore_errors=True)
         tracking.log_metrics({k: v for k, v in out.items() if isinstance(v, (dict, float))})
         tracking.log_artifacts(OUT, PLOTS)
         describe_versions(params, out)

@@ -3,6 +3,7 @@
 Saved losslessly as PNG under the clean test set's neutral names, with labels beside it.
 """
 
+import shutil
 from pathlib import Path
 
 from cifake.config import load_params
@@ -16,6 +17,7 @@ from cifake.report import png_bytes
 TEST = Path("data/processed/test.npz")
 MODEL = Path("models/model_robust.keras")
 OUT = Path("data/test_dataset_2")
+CACHE = Path("checkpoints/perturb")  # finished attack batches: a killed run resumes (cifake.attack_cache)
 
 
 def main() -> None:
@@ -31,9 +33,11 @@ def main() -> None:
         steps=p.pgd_steps,
         step_fraction=p.pgd_step_fraction,
         batch_size=p.batch_size,
+        cache=CACHE,
     )
     names = [str(Path(n).with_suffix(".png")) for n in test.names]
     write_test_folder(OUT, names, [png_bytes(img) for img in x2], test.y)
+    shutil.rmtree(CACHE, ignore_errors=True)
     print(f"perturb: {len(names)} images under PGD-{p.pgd_steps} eps={p.epsilon * 255:.2f}/255 -> {OUT}")
 
 

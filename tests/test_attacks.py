@@ -92,3 +92,62 @@ def test_n_fgsm_is_not_projected_to_the_ball_and_is_seeded(tiny_model, batch):
     assert moved.max() <= 3 * eps + 1e-6 and moved.max() > 1.5 * eps  # beyond FGSM-RS's ball, within noise + step
     assert adv.min() >= 0.0 and adv.max() <= 1.0
     assert np.array_equal(adv, run(1)) and not np.array_equal(adv, run(2))
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _Counting(Attacker):
+    """An attacker that counts the batches it attacks and can be 'killed' after some of them."""
+
+    def __init__(self, model, die_after: int | None = None):
+        super().__init__(model)
+        self.batches, self.die_after = 0, die_after
+
+    def pgd(self, x01, y, eps, steps, step):
+        if self.die_after is not None and self.batches == self.die_after:
+            raise _Killed
+        self.batches += 1
+        return super().pgd(x01, y, eps, steps=steps, step=step)
+
+
+def test_a_killed_attack_resumes_from_its_finished_batches(tiny_model, batch, tmp_path):
+    x, y = batch[0] * 255.0, batch[1]
+    run = dict(method="pgd", eps=4 / 255, steps=3, batch_size=5, cache=tmp_path)  # 16 images: batches of 5, 5, 5, 1
+    killed = _Counting(tiny_model, die_after=2)
+    with pytest.raises(_Killed):
+        attack_images(killed, x, y, **run)
+    resumed = _Counting(tiny_model)
+    adv = attack_images(resumed, x, y, **run)
+    assert resumed.batches == 2  # only the two batches the killed run had not finished
+    first = np.concatenate([np.load(f) for f in sorted(next(tmp_path.iterdir()).glob("*.npy"))[:2]])
+    np.testing.assert_array_equal(adv[:10], first)  # the finished batches are the killed run's own
+    assert np.abs(adv - x).max() <= 4.0 + 1e-3 and np.abs(adv - x).max() > 1.0
+    again = _Counting(tiny_model)
+    np.testing.assert_array_equal(attack_images(again, x, y, **run), adv)
+    assert again.batches == 0
+
+
+def test_the_cache_reuses_nothing_of_another_attack_model_or_image_set(tiny_model, batch, tmp_path):
+    x, y = batch[0] * 255.0, batch[1]
+    run = dict(method="pgd", steps=3, batch_size=8, cache=tmp_path)
+    attack_images(Attacker(tiny_model), x, y, eps=4 / 255, **run)
+    other = keras.models.clone_model(tiny_model)
+    other.set_weights([w * 0.5 for w in tiny_model.get_weights()])
+    for model, images, eps in [(tiny_model, x, 2 / 255), (other, x, 4 / 255), (tiny_model, x[::-1].copy(), 4 / 255)]:
+        counting = _Counting(model)
+        attack_images(counting, images, y, eps=eps, **run)
+        assert counting.batches == 2
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_an_unreadable_cached_batch_is_attacked_again(tiny_model, batch, tmp_path):
+    x, y = batch[0] * 255.0, batch[1]
+    run = dict(method="pgd", eps=4 / 255, steps=3, batch_size=8, cache=tmp_path)
+    attack_images(Attacker(tiny_model), x, y, **run)
+    saved = sorted(next(tmp_path.iterdir()).glob("*.npy"))
+    saved[1].write_bytes(b"not a numpy file")
+    counting = _Counting(tiny_model)
+    adv = attack_images(counting, x, y, **run)
+    assert counting.batches == 1 and adv.shape == x.shape and np.isfinite(adv).all()

@@ -68,6 +68,8 @@ def test_every_stage_ran_and_outputs_exist(project):
         "metrics/plots/corruptions_robust_model.csv",
     ):
         assert (dest / path).is_file(), path
+    for stage in ("perturb", "evaluate"):  # kept attack batches are for a killed run only
+        assert not (dest / "checkpoints" / stage).exists(), stage
 
 
 def test_result_csvs_have_one_row_per_image(project):

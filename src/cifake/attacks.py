@@ -15,11 +15,13 @@ wraps them in compiled functions for evaluation.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cifake.attack_cache import BatchCache
 from cifake.model import logit_model
 from cifake.progress import progress
 
@@ -105,6 +107,7 @@ class Attacker:
     """FGSM and PGD against one model, each a compiled TensorFlow function."""
 
     def __init__(self, model: keras.Model):
+        self.model = model
         self.logits = logit_fn(model)
         spec = [
             tf.TensorSpec([None, 32, 32, 3], tf.float32),
@@ -159,24 +162,32 @@ def attack_images(
     steps: int = 20,
     step_fraction: float = 0.25,
     batch_size: int = 256,
+    cache: str | Path | None = None,
 ) -> np.ndarray:
     """Attack uint8/float images in [0, 255]; return float32 adversarial images in [0, 255].
 
     ``method`` is ``"fgsm"`` (plain, step = eps) or ``"pgd"`` (random start,
-    ``steps`` steps of ``step_fraction * eps``).
+    ``steps`` steps of ``step_fraction * eps``). With a ``cache`` folder, finished batches
+    are kept there and a rerun attacks only the batches it lacks (:mod:`cifake.attack_cache`).
     """
     if method not in ("fgsm", "pgd"):
         raise ValueError(f"unknown attack {method!r}; use 'fgsm' or 'pgd'")
     out = np.empty(x.shape, dtype=np.float32)
     desc = f"{method} eps={eps * 255:.3g}/255" + (f" x{steps}" if method == "pgd" else "")
+    settings = {"method": method, "eps": eps, "steps": steps, "step_fraction": step_fraction, "batch_size": batch_size}
+    kept = None if cache is None else BatchCache(cache, attacker.model, x, y, **settings)
     with progress(desc, total=len(x), summary=False) as bar:  # callers report the result
         for start in range(0, len(x), batch_size):
-            xb = np.asarray(x[start : start + batch_size], dtype=np.float32) / 255.0
             yb = y[start : start + batch_size]
-            if method == "fgsm":
-                adv = attacker.fgsm(xb, yb, eps)
-            else:
-                adv = attacker.pgd(xb, yb, eps, steps=steps, step=step_fraction * eps)
-            out[start : start + batch_size] = adv.numpy() * 255.0
-            bar.update(len(xb))
+            adv = kept.load(start, len(yb)) if kept else None
+            if adv is None:
+                xb = np.asarray(x[start : start + batch_size], dtype=np.float32) / 255.0
+                if method == "fgsm":
+                    adv = attacker.fgsm(xb, yb, eps).numpy() * 255.0
+                else:
+                    adv = attacker.pgd(xb, yb, eps, steps=steps, step=step_fraction * eps).numpy() * 255.0
+                if kept:
+                    kept.save(start, adv)
+            out[start : start + batch_size] = adv
+            bar.update(len(yb))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -40,13 +41,14 @@ def attack_sweep(
     step_fraction: float,
     batch_size: int = 256,
     keep: dict | None = None,
+    cache: Path | None = None,
 ) -> dict:
     """FGSM and PGD accuracy (with CI, precision, recall, F1) at every epsilon.
 
     Returns ``{"fgsm_eps4": {...}, "pgd_eps4": {...}, ..., "gradient_masking_suspect_eps_255": [...]}``;
     an epsilon where PGD scores more than a point above FGSM is flagged (PGD is the
     stronger attack, so that means masked gradients). If ``keep`` is a dict, the PGD
-    images are stored in it by epsilon.
+    images are stored in it by epsilon. ``cache``: see :func:`cifake.attacks.attack_images`.
     """
     attacker, masking = Attacker(model), []
     scores: dict[str, Any] = {}
@@ -62,6 +64,7 @@ def attack_sweep(
                 steps=pgd_steps,
                 step_fraction=step_fraction,
                 batch_size=batch_size,
+                cache=cache,
             )
             scores[eps_key(method, eps)] = attacked_scores(model, x_adv, y, batch_size)
             if method == "pgd" and keep is not None:
@@ -90,15 +93,17 @@ def pgd_images(
     pgd_steps: int,
     step_fraction: float,
     batch_size: int = 256,
+    cache: Path | None = None,
 ) -> dict[float, np.ndarray]:
     """White-box PGD images against ``source`` at every epsilon: ``{eps: float32 images in [0, 255]}``."""
     attacker = Attacker(source)
-    return {
-        eps: attack_images(
-            attacker, x, y, method="pgd", eps=eps, steps=pgd_steps, step_fraction=step_fraction, batch_size=batch_size
-        )
-        for eps in epsilons
+    settings: dict[str, Any] = {
+        "steps": pgd_steps,
+        "step_fraction": step_fraction,
+        "batch_size": batch_size,
+        "cache": cache,
     }
+    return {eps: attack_images(attacker, x, y, method="pgd", eps=eps, **settings) for eps in epsilons}
 
 
 def transfer_scores(
@@ -142,13 +147,14 @@ def corruption_scores(
 
 
 def score_model(
-    model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None
+    model: keras.Model, test, subset: np.ndarray, ev, seed: int, keep: dict | None = None, cache: Path | None = None
 ) -> tuple[dict, np.ndarray]:
     """Everything ``evaluate`` measures of one model on the test set.
 
     Clean metrics on all of ``test``; FGSM/PGD at every ``ev.epsilons`` and the
     corruption suite ``ev.corruptions`` on the images at ``subset``. ``ev`` is the
-    ``evaluate`` section of ``params.yaml``. Returns ``(scores, p_clean)``.
+    ``evaluate`` section of ``params.yaml``. Returns ``(scores, p_clean)``. With a
+    ``cache`` folder the attacks resume after a kill (:func:`cifake.attacks.attack_images`).
     """
     p_clean = predict_proba(model, test.x, ev.batch_size)
     x, y = test.x[subset], test.y[subset]
@@ -164,6 +170,7 @@ def score_model(
             step_fraction=ev.pgd_step_fraction,
             batch_size=ev.batch_size,
             keep=keep,
+            cache=cache,
         ),
         "corruptions": corruption_scores(model, x, y, suite, seed, ev.batch_size),
     }
@@ -179,11 +186,16 @@ def perturb(
     steps: int,
     step_fraction: float,
     batch_size: int = 256,
+    cache: Path | None = None,
 ) -> np.ndarray:
-    """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds)."""
-    x_adv = attack_images(
-        Attacker(model), x, y, method="pgd", eps=eps, steps=steps, step_fraction=step_fraction, batch_size=batch_size
-    )
+    """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds); resumable with ``cache``."""
+    settings: dict[str, Any] = {
+        "steps": steps,
+        "step_fraction": step_fraction,
+        "batch_size": batch_size,
+        "cache": cache,
+    }
+    x_adv = attack_images(Attacker(model), x, y, method="pgd", eps=eps, **settings)
     return np.clip(np.rint(x_adv), 0, 255).astype(np.uint8)
 
 
