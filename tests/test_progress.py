@@ -48,3 +48,21 @@ def test_errors_pass_through_and_the_summary_is_still_written():
     assert log.getvalue().startswith("extract: 2 files in ")
     with pytest.raises(RuntimeError), progress("quiet", summary=False, stream=log):
         raise RuntimeError("boom")
+
+
+def test_a_long_step_tells_a_log_how_far_it_is():
+    """A step of hours (an attack on 20 000 images) must not be silent in a log until it ends."""
+    log = io.StringIO()
+    with progress("pgd eps=4/255 x10", total=512, summary=False, stream=log, every=0.0) as bar:
+        bar.update(256)
+        bar.update(256)
+    lines = log.getvalue().splitlines()
+    assert [line.split(" after ")[0] for line in lines] == [
+        "pgd eps=4/255 x10: 256 of 512 images",
+        "pgd eps=4/255 x10: 512 of 512 images",
+    ]
+    assert all(line.endswith("image/s)") for line in lines)
+    quiet = io.StringIO()
+    with progress("short", total=2, summary=False, stream=quiet) as bar:  # the default: every 10 minutes
+        bar.update(2)
+    assert quiet.getvalue() == ""

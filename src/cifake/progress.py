@@ -5,6 +5,11 @@ through :func:`progress`, so a user at a terminal sees counts and rates while it
 runs and a log file (DVC, CI, ``nohup``) gets a single line per step when it ends::
 
     extract: 120,000 files in 41.2 s (2,913 files/s)
+
+A step that runs longer than ``REPORT_EVERY`` seconds also tells a log how far it is, every
+``REPORT_EVERY`` seconds (an attack on 20 000 images can run for hours)::
+
+    pgd eps=4/255 x10: 8,448 of 20,000 images after 3,960 s (2.1 image/s)
 """
 
 from __future__ import annotations
@@ -16,34 +21,57 @@ from contextlib import contextmanager
 
 from tqdm import tqdm
 
+REPORT_EVERY = 600.0  # seconds between "how far" lines in a log
+
 
 class Progress:
     """Counts done work; see :func:`progress`."""
 
-    def __init__(self, bar: tqdm) -> None:
+    def __init__(self, bar: tqdm, what: tuple[str, int | None, str] = ("", None, ""), stream=None, every=REPORT_EVERY):
         self.bar = bar
         self.done = 0
         self.postfix: dict[str, object] = {}
+        self.what, self.stream, self.every = what, stream, every  # (desc, total, unit) for the "how far" lines
+        self.start = self.reported = time.perf_counter()
 
     def update(self, n: int = 1, **postfix: object) -> None:
         """Add ``n`` done items; ``postfix`` values (e.g. ``skipped=3``) are shown beside the bar."""
         self.done += n
         self.bar.update(n)
+        if self.bar.disable and self.stream is not None and time.perf_counter() - self.reported >= self.every:
+            self._report()
         if postfix:
             self.postfix.update(postfix)
             if not self.bar.disable:  # formatting costs ~5 us a call; a log only needs the final values
                 self.bar.set_postfix(self.postfix, refresh=False)
 
+    def _report(self) -> None:
+        """One line for a log: how much of the step is done, and how fast."""
+        self.reported = time.perf_counter()
+        (desc, total, unit), seconds = self.what, self.reported - self.start
+        rate, of = self.done / max(seconds, 1e-9), f" of {total:,}" if total else ""
+        print(
+            f"{desc}: {self.done:,}{of} {unit}s after {seconds:,.0f} s ({rate:,.1f} {unit}/s)",
+            file=self.stream,
+            flush=True,
+        )
+
 
 @contextmanager
 def progress(
-    desc: str, total: int | None = None, unit: str = "image", *, summary: bool = True, stream=None
+    desc: str,
+    total: int | None = None,
+    unit: str = "image",
+    *,
+    summary: bool = True,
+    stream=None,
+    every: float = REPORT_EVERY,
 ) -> Iterator[Progress]:
     """A progress bar for one step; on exit, one summary line with the count and the rate.
 
-    The bar is drawn only when ``stream`` (default stderr) is a terminal. The
-    summary line is written whenever ``summary`` is true (also when the step
-    fails part-way); callers that print their own summary pass ``summary=False``.
+    The bar is drawn only when ``stream`` (default stderr) is a terminal; otherwise a line says how far
+    the step is every ``every`` seconds. The summary line is written whenever ``summary`` is true (also
+    when the step fails part-way); callers that print their own summary pass ``summary=False``.
     """
     stream = stream or sys.stderr
     bar = tqdm(
@@ -57,8 +85,8 @@ def progress(
         disable=not _is_terminal(stream),
         leave=False,
     )
-    tracker = Progress(bar)
-    start = time.perf_counter()
+    tracker = Progress(bar, (desc, total, unit), stream, every)
+    start = tracker.start
     try:
         yield tracker
     finally:
