@@ -70,9 +70,7 @@ class ModelParams(_Section):
         False, description="the saved model averages its logit over each image and its mirror (2x inference work)"
     )
     view_shift: Literal[0, 1, 2] = Field(
-        0,
-        description="with flip_average, the robust model (fgsm_finetune) also averages 4 diagonal shifts of this many "
-        "pixels of both views (10 views, 5x); the clean model keeps the flip average",
+        0, description="the robust model also averages 4 diagonal shifts of this many pixels of both views (10 views)"
     )
 
     @field_validator("widths")
