@@ -136,8 +136,10 @@ def _browse(url: str, profile, expect: list[str], screenshot=None) -> str:
     """The visible text of ``url`` after its JavaScript ran, in headless Chromium; optionally a screenshot.
 
     The UI loads its chart code lazily, over the network, which Chromium's virtual
-    time does not wait for; so the page is visited up to three times with one
+    time does not wait for; so the page is visited up to five times with one
     profile (the code is cached after the first) until every ``expect`` string shows.
+    Three visits were not always enough on a slower CPU (2026-12-02, an AVX2 machine:
+    the metric charts' code had not arrived).
     """
     args = [
         CHROMIUM,
@@ -154,7 +156,7 @@ def _browse(url: str, profile, expect: list[str], screenshot=None) -> str:
         "--window-size=1400,800",
         "--virtual-time-budget=20000",
     ]
-    for _ in range(3):
+    for _ in range(5):
         dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
         text = " ".join(
             re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)).split()
