@@ -97,13 +97,20 @@ def pgd_images(
 ) -> dict[float, np.ndarray]:
     """White-box PGD images against ``source`` at every epsilon: ``{eps: float32 images in [0, 255]}``."""
     attacker = Attacker(source)
-    settings: dict[str, Any] = {
-        "steps": pgd_steps,
-        "step_fraction": step_fraction,
-        "batch_size": batch_size,
-        "cache": cache,
+    return {
+        eps: attack_images(
+            attacker,
+            x,
+            y,
+            method="pgd",
+            eps=eps,
+            steps=pgd_steps,
+            step_fraction=step_fraction,
+            batch_size=batch_size,
+            cache=cache,
+        )
+        for eps in epsilons
     }
-    return {eps: attack_images(attacker, x, y, method="pgd", eps=eps, **settings) for eps in epsilons}
 
 
 def transfer_scores(
@@ -189,13 +196,17 @@ def perturb(
     cache: Path | None = None,
 ) -> np.ndarray:
     """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds); resumable with ``cache``."""
-    settings: dict[str, Any] = {
-        "steps": steps,
-        "step_fraction": step_fraction,
-        "batch_size": batch_size,
-        "cache": cache,
-    }
-    x_adv = attack_images(Attacker(model), x, y, method="pgd", eps=eps, **settings)
+    x_adv = attack_images(
+        Attacker(model),
+        x,
+        y,
+        method="pgd",
+        eps=eps,
+        steps=steps,
+        step_fraction=step_fraction,
+        batch_size=batch_size,
+        cache=cache,
+    )
     return np.clip(np.rint(x_adv), 0, 255).astype(np.uint8)
 
 

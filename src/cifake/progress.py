@@ -86,13 +86,12 @@ def progress(
         leave=False,
     )
     tracker = Progress(bar, (desc, total, unit), stream, every)
-    start = tracker.start
     try:
         yield tracker
     finally:
         bar.close()
         if summary:
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - tracker.start
             extra = "".join(f", {k} {v}" for k, v in tracker.postfix.items())
             print(
                 f"{desc}: {tracker.done:,} {unit}{'' if tracker.done == 1 else 's'} in {seconds:.1f} s "
