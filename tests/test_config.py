@@ -65,6 +65,24 @@ def test_everyday_ranges_reach_the_fit_config(raw):
     assert fit_config(params.train, seed=0).everyday_ranges is None  # the defaults
 
 
+@pytest.mark.parametrize(
+    ("setting", "flags", "runs"),
+    [
+        ("auto", {"avx2", "fma"}, "float32"),  # bfloat16 would be emulated
+        ("auto", {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        ("auto", {"amx_bf16"}, "mixed_bfloat16"),
+        ("float32", {"avx512_bf16"}, "float32"),  # an explicit setting is kept
+        ("mixed_bfloat16", {"avx2"}, "mixed_bfloat16"),
+    ],
+)
+def test_auto_precision_becomes_what_the_cpu_runs_fastest(raw, setting, flags, runs):
+    from cifake.fitconfig import fit_config
+
+    raw = copy.deepcopy(raw)
+    raw["train"]["precision"] = setting
+    assert fit_config(parse_params(raw).train, seed=0, cpu_flags=frozenset(flags)).precision == runs
+
+
 def test_everyday_attacked_keeps_the_attacked_share_of_each_batch_unchanged(raw):
     import numpy as np
 

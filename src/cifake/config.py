@@ -124,8 +124,10 @@ class TrainParams(_Section):
         description="momentum of an exponential moving average of the weights, which is validated and "
         "kept (0: off; e.g. 0.999 averages over about 1 000 steps)",
     )
-    precision: Literal["float32", "mixed_bfloat16"] = Field(
-        default="float32", description="compute precision of training; saved models are always float32"
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
+        default="float32",
+        description="compute precision of training; saved models are always float32. auto: mixed_bfloat16 "
+        "where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), float32 elsewhere",
     )
     strategy: Literal["none", "mirrored", "multi_worker"] = Field(
         default="none",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cifake.inference import choose_precision
+
 
 @dataclass(frozen=True)
 class Adversarial:
@@ -49,10 +51,19 @@ class FitConfig:
     validate_flip_average: bool = False  # validation and early stopping judge the flip-averaged model
 
 
-def fit_config(section, seed: int, adversarial: Adversarial | None = None) -> FitConfig:
-    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``."""
+def fit_config(
+    section, seed: int, adversarial: Adversarial | None = None, cpu_flags: frozenset[str] | None = None
+) -> FitConfig:
+    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``.
+
+    ``precision: auto`` becomes the precision this CPU computes fastest (``cpu_flags``: this machine's
+    by default; see :func:`cifake.inference.choose_precision`), so the config says what actually ran.
+    """
     fields = set(FitConfig.__dataclass_fields__) - {"seed", "adversarial"}
-    return FitConfig(**section.model_dump(include=fields), seed=seed, adversarial=adversarial)
+    values = section.model_dump(include=fields)
+    if values["precision"] == "auto":
+        values["precision"] = choose_precision("auto", cpu_flags)[0]
+    return FitConfig(**values, seed=seed, adversarial=adversarial)
 
 
 def adversarial_config(section) -> Adversarial:

@@ -72,6 +72,7 @@ def stage_metrics(result: FitResult, config: FitConfig, meta: dict) -> dict:
         "dataset": describe_dataset(meta["dataset"]),
         "architecture": result.model.name,
         "parameters": int(result.model.count_params()),
+        "precision": config.precision,  # what ran: params.yaml's "auto" resolved on this CPU
         "epochs_run": len(result.history),
         "best_epoch": int(best["epoch"]),
         **{k: v for k, v in best.items() if k.startswith("val_")},
