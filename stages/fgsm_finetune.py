@@ -34,7 +34,7 @@ def main() -> None:
     set_determinism(params.seed)
     meta = read_json(PROCESSED / "meta.json")
     ft = params.fgsm_finetune
-    config = fit_config(ft, params.seed, adversarial=adversarial_config(ft))
+    config = fit_config(ft, params.seed, adversarial=adversarial_config(ft), view_shift=params.model.view_shift)
     stage_params = {"seed": params.seed, "view_shift": params.model.view_shift, "fgsm_finetune": ft.model_dump()}
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
@@ -59,7 +59,6 @@ def main() -> None:
         strategy=strategy,
         key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL), teacher_sha),
         flip_average=flip_average,
-        view_shift=params.model.view_shift,
         soft_targets=soft_targets,
     )
 

@@ -43,6 +43,25 @@ def test_local_uris_need_no_server(monkeypatch, tmp_path):
     assert tracking.tracking_uri() == "sqlite:///mlflow.db"
 
 
+def test_a_resumed_run_records_the_commit_that_finished_it(monkeypatch, tmp_path):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    commits = iter(["aaa111", "aaa111", "bbb222"])
+    monkeypatch.setattr(tracking, "git_commit", lambda: next(commits))
+    run_id = tracking.open_run("train", "cifake-test", {}, {"dataset": "sample", "dataset_sha256": "abc"})
+    client = mlflow.MlflowClient()
+    assert tracking.reopen_run(run_id)  # same commit: nothing added
+    assert "git_commit_resumed" not in client.get_run(run_id).data.tags
+    assert tracking.reopen_run(run_id)  # the code moved on while the run was stopped
+    tags = client.get_run(run_id).data.tags
+    assert tags["git_commit"] == "aaa111" and tags["git_commit_resumed"] == "bbb222"
+    assert client.get_run(run_id).info.status == "RUNNING"
+    client.delete_run(run_id)
+    assert not tracking.reopen_run(run_id)  # a deleted run is not resumed
+    assert not tracking.reopen_run("0" * 32)  # nor one the server never had
+
+
 def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     import mlflow
 

@@ -17,7 +17,15 @@ from cifake.determinism import set_determinism
 from cifake.distill import teacher_targets
 from cifake.evaluation import competition_score, eps_key
 from cifake.fitconfig import Adversarial, FitConfig
-from cifake.model import build_model, load_model, predict_proba, save_model, with_flip_average, with_precision
+from cifake.model import (
+    build_model,
+    load_model,
+    predict_proba,
+    save_model,
+    view_shift,
+    with_flip_average,
+    with_precision,
+)
 from cifake.report import evaluation_summary
 from cifake.training import Trainer, fit
 
@@ -245,9 +253,10 @@ def _bce(y, p):
     return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
-def test_validate_flip_average_judges_the_flip_averaged_model_that_is_saved(monkeypatch):
-    """Clean validation figures (and so early stopping) are the flip-averaged model's, and PGD validation
-    attacks that model, not the single view that trains."""
+@pytest.mark.parametrize("shift", [0, 1])
+def test_validate_flip_average_judges_the_flip_averaged_model_that_is_saved(monkeypatch, shift):
+    """Clean validation figures (and so early stopping) are the flip-averaged model's, with the saved model's
+    shifted views when it has them, and PGD validation attacks that model, not the single view that trains."""
     import cifake.callbacks as callbacks
 
     attacked = []
@@ -263,14 +272,15 @@ def test_validate_flip_average_judges_the_flip_averaged_model_that_is_saved(monk
     )
     val = _split(32, 1)
     set_determinism(0)
-    config = _config(epochs=1, adversarial=adv, validate_flip_average=True)
+    config = _config(epochs=1, adversarial=adv, validate_flip_average=True, view_shift=shift)
     result = fit(build_model(PARAMS), _split(64, 0), val, config)
     x = val.x.astype(np.float32)
-    flip_averaged = _bce(val.y, predict_proba(with_flip_average(result.model), x))
+    saved = _bce(val.y, predict_proba(with_flip_average(result.model, shift), x))
+    other = _bce(val.y, predict_proba(with_flip_average(result.model, 1 - shift), x))
     single = _bce(val.y, predict_proba(result.model, x))
-    assert result.history[0]["val_loss"] == pytest.approx(flip_averaged, rel=1e-4)
-    assert abs(flip_averaged - single) > 1e-4  # the two views do differ here
-    assert [m.get_layer("single_view") is not None for m in attacked] == [True]
+    assert result.history[0]["val_loss"] == pytest.approx(saved, rel=1e-4)
+    assert abs(saved - single) > 1e-4 and abs(saved - other) > 1e-4  # the views do differ here
+    assert [(m.get_layer("single_view") is not None, view_shift(m)) for m in attacked] == [(True, shift)]
 
 
 def test_a_run_validated_flip_averaged_resumes_after_a_kill(tmp_path, monkeypatch):

@@ -49,21 +49,27 @@ class FitConfig:
     label_smoothing: float = 0.0
     ema: float = 0.0  # momentum of the weights' moving average; 0: no averaging
     validate_flip_average: bool = False  # validation and early stopping judge the flip-averaged model
+    view_shift: int = 0  # the saved model's shifted views (cifake.model.with_flip_average): what is validated too
 
 
 def fit_config(
-    section, seed: int, adversarial: Adversarial | None = None, cpu_flags: frozenset[str] | None = None
+    section,
+    seed: int,
+    adversarial: Adversarial | None = None,
+    cpu_flags: frozenset[str] | None = None,
+    view_shift: int = 0,
 ) -> FitConfig:
-    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``.
+    """The :class:`FitConfig` of a ``train`` or ``fgsm_finetune`` section of ``params.yaml``
+    (``view_shift``: ``model.view_shift`` where the stage saves the robust model).
 
     ``precision: auto`` becomes the precision this CPU computes fastest (``cpu_flags``: this machine's
     by default; see :func:`cifake.inference.choose_precision`), so the config says what actually ran.
     """
-    fields = set(FitConfig.__dataclass_fields__) - {"seed", "adversarial"}
+    fields = set(FitConfig.__dataclass_fields__) - {"seed", "adversarial", "view_shift"}
     values = section.model_dump(include=fields)
     if values["precision"] == "auto":
         values["precision"] = choose_precision("auto", cpu_flags)[0]
-    return FitConfig(**values, seed=seed, adversarial=adversarial)
+    return FitConfig(**values, seed=seed, adversarial=adversarial, view_shift=view_shift)
 
 
 def adversarial_config(section) -> Adversarial:

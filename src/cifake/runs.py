@@ -95,13 +95,12 @@ def train_and_register(
     strategy,
     key: str,
     flip_average: bool = False,
-    view_shift: int = 0,
     soft_targets=None,
 ) -> dict | None:
     """Train ``model`` (resuming a checkpoint of the same ``key``), save it, then log and register it.
 
     With ``flip_average`` the saved model averages the logit over each image and its mirror image, and
-    with ``view_shift`` over shifts of both too (:func:`cifake.model.with_flip_average`); validation
+    with ``config.view_shift`` over shifts of both too (:func:`cifake.model.with_flip_average`); validation
     figures are the network's own unless ``config.validate_flip_average``. ``soft_targets`` are a
     teacher's, for distillation (see :func:`cifake.training.fit`). Returns the stage metrics; None on a
     ``multi_worker`` helper, which leaves saving and logging to the chief.
@@ -113,7 +112,7 @@ def train_and_register(
     tracking.check_tracking_server()  # the server must answer to start
     send_waiting(files.outbox)  # what earlier runs could not send
     run_id = _stage_run(files, key, lambda: tracking.open_run(stage, experiment, stage_params, meta))
-    shipped = (lambda net: with_flip_average(net, view_shift)) if flip_average else (lambda net: net)
+    shipped = (lambda net: with_flip_average(net, config.view_shift)) if flip_average else (lambda net: net)
     outbox = Outbox.create(files.outbox, tracking.tracking_uri(), run_id, stage)
     try:
         metrics = _train_and_save(model, train, val, config, strategy, outbox, meta, files, key, soft_targets, shipped)

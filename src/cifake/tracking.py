@@ -150,8 +150,10 @@ def open_run(stage: str, experiment: str, params: dict, dataset: dict) -> str:
 def reopen_run(run_id: str) -> bool:
     """Mark a stage's earlier run (killed or stopped, and now resumed) as running again.
 
-    Returns False when the server does not hold that run (another tracking URI, or it was deleted),
-    so that the caller opens a new one.
+    When the code's commit changed since the run opened, the run keeps its ``git_commit`` tag (the
+    commit it began with) and gains ``git_commit_resumed``: the commit that finished it. Returns False
+    when the server does not hold that run (another tracking URI, or it was deleted), so that the
+    caller opens a new one.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -159,11 +161,15 @@ def reopen_run(run_id: str) -> bool:
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     try:
-        if client.get_run(run_id).info.lifecycle_stage != "active":
-            return False
+        run = client.get_run(run_id)
     except MlflowException:
         return False
+    if run.info.lifecycle_stage != "active":
+        return False
     client.update_run(run_id, status="RUNNING")
+    commit = git_commit()
+    if run.data.tags.get("git_commit") != commit:
+        client.set_tag(run_id, "git_commit_resumed", commit)
     return True
 
 

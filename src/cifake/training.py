@@ -56,7 +56,8 @@ class Trainer(keras.Model):
         super().__init__(name="trainer")
         self.detector = detector
         self.logits = logit_fn(detector)
-        self.validated = with_flip_average(detector) if config.validate_flip_average else detector  # same weights
+        validated = with_flip_average(detector, config.view_shift) if config.validate_flip_average else detector
+        self.validated = validated  # the saved model's views, or the network alone; the same weights
         self.val_logits = logit_fn(self.validated) if config.validate_flip_average else self.logits
         self.adv = config.adversarial
         self.label_smoothing = config.label_smoothing
