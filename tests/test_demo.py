@@ -156,7 +156,7 @@ def server(tmp_path_factory):
     cmd = [sys.executable, "-m", "cifake.cli", "demo", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a cold start on a busy 2-core machine (font cache, TensorFlow) took >120 s
     while not _healthy(url):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
