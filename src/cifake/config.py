@@ -125,9 +125,7 @@ class TrainParams(_Section):
         "kept (0: off; e.g. 0.999 averages over about 1 000 steps)",
     )
     precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
-        default="float32",
-        description="compute precision of training; saved models are always float32. auto: mixed_bfloat16 "
-        "where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), float32 elsewhere",
+        default="float32", description="training's (auto: bfloat16 on AVX-512 BF16 or AMX); saved models are float32"
     )
     strategy: Literal["none", "mirrored", "multi_worker"] = Field(
         default="none",

@@ -148,13 +148,9 @@ def open_run(stage: str, experiment: str, params: dict, dataset: dict) -> str:
 
 
 def reopen_run(run_id: str) -> bool:
-    """Mark a stage's earlier run (killed or stopped, and now resumed) as running again.
-
-    When the code's commit changed since the run opened, the run keeps its ``git_commit`` tag (the
-    commit it began with) and gains ``git_commit_resumed``: the commit that finished it. Returns False
-    when the server does not hold that run (another tracking URI, or it was deleted), so that the
-    caller opens a new one.
-    """
+    """Mark a stage's earlier run (killed, now resumed) as running again; a changed commit is tagged
+    ``git_commit_resumed`` (``git_commit`` stays the one it began with). False when the server does not
+    hold the run (another tracking URI, or deleted run): the caller then opens a new one."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
