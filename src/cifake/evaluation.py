@@ -196,18 +196,10 @@ def perturb(
     cache: Path | None = None,
 ) -> np.ndarray:
     """White-box PGD images against ``model``, rounded to uint8 (what a saved PNG holds); resumable with ``cache``."""
-    x_adv = attack_images(
-        Attacker(model),
-        x,
-        y,
-        method="pgd",
-        eps=eps,
-        steps=steps,
-        step_fraction=step_fraction,
-        batch_size=batch_size,
-        cache=cache,
+    crafted = pgd_images(
+        model, x, y, [eps], pgd_steps=steps, step_fraction=step_fraction, batch_size=batch_size, cache=cache
     )
-    return np.clip(np.rint(x_adv), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(crafted[eps]), 0, 255).astype(np.uint8)
 
 
 def competition_score(clean_accuracy: float, perturbed_accuracy: float) -> float:
