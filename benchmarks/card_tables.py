@@ -25,10 +25,11 @@ from cifake.metrics import accuracy_interval
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "docs" / "experiments"
-SHIPPED_RUN = RUNS / "run-2026-11-27-wide075"  # the run that made cifake-robust.keras (and reused cifake-clean's)
-SHIPPED_UNSEEN = RESULTS / "corruption_unseen_2026-11-27-wide075.jsonl"
-SHIPPED_NOVEL = (RESULTS / "corruption_novel_2026-11-27.jsonl", "models/pretrained/cifake-robust.keras")
-SHIPPED_TRANSFER = RESULTS / "transfer.jsonl"  # benchmarks/transfer.py on the shipped files
+SHIPPED_RUN = RUNS / "run-2026-12-03-views10"  # the run that made cifake-robust.keras (and reused cifake-clean's)
+# corruption_suite.py on the shipped robust model: one line per suite ("listed", "unseen", "novel")
+SHIPPED_SUITES = RESULTS / "corruption_views10_2026-12-02-wide075-sharpen.jsonl"
+# what evaluate's transfer sources were (the clean model is always one): the files the shipped run used
+SOURCE_FILES = {"clean": "cifake-clean.keras", "clean_only": "cifake-clean-only.keras"}
 CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
 NOTEBOOK = ROOT / "docs" / "experiments.md"
 
@@ -50,8 +51,9 @@ RUN_STATUS = {
     "run-2026-11-27-eps5": "candidate (`full-eps5`, ε = 5/255; single view)",
     "run-2026-11-27-co-eps5": "candidate (`full-co-eps5`, from the clean-only model; single view)",
     "run-2026-11-27-wide1": "candidate (`full-wide1`, every fine-tuning image changed)",
-    "run-2026-11-27-wide075-sharpen": "candidate (`full-wide075-sharpen`, sharpening added)",
-    "run-2026-11-27-wide075": "**shipped** (`full-wide075`: `cifake-robust.keras`)",
+    "run-2026-11-27-wide075-sharpen": "its network ships, with ten views, as `run-2026-12-03-views10`",
+    "run-2026-11-27-wide075": "replaced (`full-wide075`, two views; misses 4/255 and sharpening)",
+    "run-2026-12-03-views10": "**shipped** (`full-wide075-sharpen` averaged over ten views: `cifake-robust.keras`)",
 }
 
 
@@ -117,19 +119,18 @@ def suite_table(unseen: dict, novel: dict) -> list[str]:
     return rows
 
 
-def transfer_table(ev: dict, lines: list[dict]) -> list[str]:
-    """The robust model under white-box PGD and under PGD crafted on each other shipped model, per epsilon."""
-    if not lines:
-        return ["Not measured yet: `python benchmarks/transfer.py --data <CIFAKE data/processed>`."]
-    robust, n = ev["robust_model"], lines[0]["images"]
-    sources = [f"crafted on `{line['source_model'].rsplit('/', 1)[-1]}` ({line['images']:,} images)" for line in lines]
+def transfer_table(ev: dict) -> list[str]:
+    """The robust model under white-box PGD and under PGD crafted on each transfer source, per epsilon."""
+    robust, n = ev["robust_model"], ev["attack_images"]
+    sources = robust["transfer"]
+    head = [f"crafted on `{SOURCE_FILES.get(name, name)}`" for name in sources]
     rows = [
-        f"| ε | white-box (the robust model itself, {ev['attack_images']:,} images) | " + " | ".join(sources) + " |",
-        "|---|" + "---|" * (1 + len(lines)),
+        f"| ε ({n:,} images) | white-box (the robust model itself) | " + " | ".join(head) + " |",
+        "|---|" + "---|" * (1 + len(sources)),
     ]
-    for key in lines[0]["scores"]:
+    for key in robust["transfer"]["clean"]:
         eps = key.removeprefix("pgd_eps").replace("p", ".")
-        cells = [scored(robust[key])] + [pct(line["scores"][key]["accuracy"], n) for line in lines]
+        cells = [scored(robust[key])] + [scored(scores[key]) for scores in sources.values()]
         rows.append(f"| {eps}/255 | " + " | ".join(cells) + " |")
     return rows
 
@@ -279,8 +280,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def card_blocks() -> dict[str, list[str]]:
     """The model card's generated blocks, from the shipped run's files and its everyday-change results."""
     ev = json.loads((SHIPPED_RUN / "evaluate.json").read_text())
-    unseen = read_jsonl(SHIPPED_UNSEEN)[0]
-    novel = next(line for line in read_jsonl(SHIPPED_NOVEL[0]) if line["model"] == SHIPPED_NOVEL[1])
+    suites = {line["suite"]: line for line in read_jsonl(SHIPPED_SUITES)}
+    unseen, novel = suites["unseen"], suites["novel"]
     t2 = ev["test_dataset_2"]
     return {
         "training": training_lines(SHIPPED_RUN),
@@ -288,7 +289,7 @@ def card_blocks() -> dict[str, list[str]]:
         "everyday": corruption_table(ev),
         "unseen-novel": suite_table(unseen, novel),
         "targets": targets_table(ev, unseen, novel),
-        "transfer": transfer_table(ev, read_jsonl(SHIPPED_TRANSFER) if SHIPPED_TRANSFER.is_file() else []),
+        "transfer": transfer_table(ev),
         "test2": [
             f"Test_dataset_2 ({t2['attack']}, white-box against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}; "
             f"competition score (0.4 × clean + 0.6 × Test_dataset_2): {100 * ev['competition_score']:.2f}."
@@ -347,7 +348,9 @@ def main() -> int:
         )
         return 1 if stale and args.check else 0
     ev = json.loads((args.metrics / "evaluate.json").read_text())
-    print("\n".join(training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev)))
+    tables = training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev)
+    tables += [""] + transfer_table(ev) if "transfer" in ev["robust_model"] else []  # since 2026-12-02
+    print("\n".join(tables))
     return 0
 
 
