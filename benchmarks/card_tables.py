@@ -20,6 +20,8 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
+
 from cifake.metrics import accuracy_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +30,7 @@ RUNS = ROOT / "docs" / "experiments"
 SHIPPED_RUN = RUNS / "run-2026-12-03-views10"  # the run that made cifake-robust.keras (and reused cifake-clean's)
 # corruption_suite.py on the shipped robust model: one line per suite ("listed", "unseen", "novel")
 SHIPPED_SUITES = RESULTS / "corruption_views10_2026-12-02-wide075-sharpen.jsonl"
-# what evaluate's transfer sources were (the clean model is always one): the files the shipped run used
-SOURCE_FILES = {"clean": "cifake-clean.keras", "clean_only": "cifake-clean-only.keras"}
+SHIPPED_CLEAN = "cifake-clean.keras"  # the shipped run's clean model (models/model.keras there), a transfer source
 CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
 NOTEBOOK = ROOT / "docs" / "experiments.md"
 
@@ -119,16 +120,19 @@ def suite_table(unseen: dict, novel: dict) -> list[str]:
     return rows
 
 
-def transfer_table(ev: dict) -> list[str]:
-    """The robust model under white-box PGD and under PGD crafted on each transfer source, per epsilon."""
+def transfer_table(ev: dict, files: dict[str, str]) -> list[str]:
+    """The robust model under white-box PGD and under PGD crafted on each transfer source, per epsilon.
+
+    ``files`` names each source's model file (by its key in ``evaluate.json``); a source not in it shows its key.
+    """
     robust, n = ev["robust_model"], ev["attack_images"]
     sources = robust["transfer"]
-    head = [f"crafted on `{SOURCE_FILES.get(name, name)}`" for name in sources]
+    head = [f"crafted on `{files.get(name, name)}`" for name in sources]
     rows = [
         f"| ε ({n:,} images) | white-box (the robust model itself) | " + " | ".join(head) + " |",
         "|---|" + "---|" * (1 + len(sources)),
     ]
-    for key in robust["transfer"]["clean"]:
+    for key in sources["clean"]:
         eps = key.removeprefix("pgd_eps").replace("p", ".")
         cells = [scored(robust[key])] + [scored(scores[key]) for scores in sources.values()]
         rows.append(f"| {eps}/255 | " + " | ".join(cells) + " |")
@@ -277,6 +281,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def transfer_files(folder: Path) -> dict[str, str]:
+    """The shipped run's transfer sources as model file names: the clean model, then its ``params.yaml``'s."""
+    listed = yaml.safe_load((folder / "params.yaml").read_text())["evaluate"]["transfer_sources"]
+    return {"clean": SHIPPED_CLEAN} | {name: Path(path).name for name, path in listed.items()}
+
+
 def card_blocks() -> dict[str, list[str]]:
     """The model card's generated blocks, from the shipped run's files and its everyday-change results."""
     ev = json.loads((SHIPPED_RUN / "evaluate.json").read_text())
@@ -289,7 +299,7 @@ def card_blocks() -> dict[str, list[str]]:
         "everyday": corruption_table(ev),
         "unseen-novel": suite_table(unseen, novel),
         "targets": targets_table(ev, unseen, novel),
-        "transfer": transfer_table(ev),
+        "transfer": transfer_table(ev, transfer_files(SHIPPED_RUN)),
         "test2": [
             f"Test_dataset_2 ({t2['attack']}, white-box against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}; "
             f"competition score (0.4 × clean + 0.6 × Test_dataset_2): {100 * ev['competition_score']:.2f}."
@@ -349,7 +359,8 @@ def main() -> int:
         return 1 if stale and args.check else 0
     ev = json.loads((args.metrics / "evaluate.json").read_text())
     tables = training_lines(args.metrics) + [""] + results_table(ev) + [""] + corruption_table(ev)
-    tables += [""] + transfer_table(ev) if "transfer" in ev["robust_model"] else []  # since 2026-12-02
+    if "transfer" in ev["robust_model"]:  # evaluate has scored transfer attacks since 2026-12-02
+        tables += [""] + transfer_table(ev, {})
     print("\n".join(tables))
     return 0
 
