@@ -17,6 +17,8 @@ from cifake.determinism import set_determinism
 from cifake.errors import run_stage
 from cifake.evaluation import competition_score, pgd_images, sample_sized, score_model, transfer_scores
 from cifake.fileio import read_json, sha256_file, write_json, write_rows
+from cifake.generalisation import headline as generalisation_headline
+from cifake.generalisation import plot_rows, score_sets
 from cifake.metrics import classification_metrics, pr_points, roc_points, stratified_subset
 from cifake.model import load_model, predict_proba
 from cifake.outbox import send_waiting
@@ -84,6 +86,19 @@ def transfer(params, robust, clean_pgd: dict, test: Split, subset: np.ndarray) -
     return {name: transfer_scores(robust, images, y, ev.batch_size) for name, images in crafted.items()}
 
 
+def generalisation(params, results, test: Split) -> dict:
+    """Both models on every configured generator set: each generator's share called Fake, ROC AUC against
+    the test set's real photographs."""
+    real = test.y == 0
+    models = {
+        f"{name}_model": (lambda x, m=model: predict_proba(m, x, params.evaluate.batch_size), p_clean[real])
+        for name, (_, model, p_clean, _) in results.items()
+    }
+    scored = score_sets(params.evaluate.generator_sets, models)
+    trained = sorted(set(params.train.fakes) | set(params.fgsm_finetune.fakes))
+    return {"sets": scored, "trained_on_own_fakes": trained}
+
+
 def main() -> None:
     params = load_params()
     ev, sized = sample_sized(params.evaluate) if params.data.source == "sample" else (params.evaluate, None)
@@ -112,10 +127,12 @@ def main() -> None:
             **{f"{name}_model": scores for name, (scores, *_) in results.items()},
             "test_dataset_2": test2_scores,
             "competition_score": competition_score(results["robust"][0]["clean"]["accuracy"], test2_scores["accuracy"]),
+            "generalisation": generalisation(params, results, test),
         }
         write_plots(out, results, test, test2, p2, grid, shown_y, ev.epsilons)
         write_json(OUT, out)
-        write_json(SUMMARY, headline(out))
+        others = generalisation_headline(out["generalisation"]["sets"], "robust_model")
+        write_json(SUMMARY, {**headline(out), "generalisation": others})
         shutil.rmtree(CACHE, ignore_errors=True)
         tracking.log_metrics({k: v for k, v in out.items() if isinstance(v, (dict, float))})
         tracking.log_artifacts(OUT, PLOTS)
@@ -136,6 +153,7 @@ def write_plots(out, results, test, test2, p2, grid, shown_y, epsilons) -> None:
         write_rows(PLOTS / f"corruptions_{name}_model.csv", corruption_rows(scores[name]))
     write_rows(PLOTS / "confusion_clean.csv", confusion_rows(test.y, results["robust"][2]))
     write_rows(PLOTS / "confusion_test2.csv", confusion_rows(test2.y, p2))
+    write_rows(PLOTS / "generalisation.csv", plot_rows(out["generalisation"]["sets"], "robust_model"))
     adversarial_grid(grid, shown_y, PLOTS / "adversarial_examples.png")
 
 

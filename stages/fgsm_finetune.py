@@ -13,12 +13,14 @@ from cifake.determinism import set_determinism
 from cifake.distill import teacher_targets
 from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
+from cifake.fakes import with_own_fakes
 from cifake.fileio import read_json, sha256_file
 from cifake.fitconfig import adversarial_config, fit_config
 from cifake.model import load_model, without_flip_average
 from cifake.runs import RunFiles, fingerprint, train_and_register
 
 PROCESSED = Path("data/processed")
+OWN_FAKES = Path("data/fakes/train")  # the fakes stage's, drawn in by `fgsm_finetune.fakes`
 CLEAN_MODEL = Path("models/model.keras")
 FILES = RunFiles(
     model=Path("models/model_robust.keras"),
@@ -39,7 +41,7 @@ def main() -> None:
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model, flip_average = without_flip_average(load_model(CLEAN_MODEL))
-    train = Split.load(PROCESSED / "train.npz")
+    train, fakes_sha = with_own_fakes(Split.load(PROCESSED / "train.npz"), OWN_FAKES, ft.fakes, params.seed)
     soft_targets, teacher_sha = None, ""
     if ft.distill_weight > 0:
         soft_targets = teacher_targets(load_model(ft.teacher), train.x, ft.distill_temperature)
@@ -57,7 +59,7 @@ def main() -> None:
         registered_model=params.tracking.registered_model,
         alias="champion",
         strategy=strategy,
-        key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL), teacher_sha),
+        key=fingerprint(stage_params, meta["dataset_sha256"], sha256_file(CLEAN_MODEL), teacher_sha, fakes_sha),
         flip_average=flip_average,
         soft_targets=soft_targets,
     )

@@ -7,12 +7,14 @@ from cifake.dataset import Split
 from cifake.determinism import set_determinism
 from cifake.distribute import distribution_strategy
 from cifake.errors import run_stage
+from cifake.fakes import with_own_fakes
 from cifake.fileio import read_json
 from cifake.fitconfig import fit_config
 from cifake.model import build_model
 from cifake.runs import RunFiles, fingerprint, train_and_register
 
 PROCESSED = Path("data/processed")
+OWN_FAKES = Path("data/fakes/train")  # the fakes stage's, drawn in by `train.fakes`
 FILES = RunFiles(
     model=Path("models/model.keras"),
     metrics=Path("metrics/train.json"),
@@ -32,9 +34,10 @@ def main() -> None:
     strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model = build_model(params.model)
+    train, fakes_sha = with_own_fakes(Split.load(PROCESSED / "train.npz"), OWN_FAKES, params.train.fakes, params.seed)
     train_and_register(
         model,
-        Split.load(PROCESSED / "train.npz"),
+        train,
         Split.load(PROCESSED / "val.npz"),
         config,
         stage="train",
@@ -45,7 +48,7 @@ def main() -> None:
         registered_model=params.tracking.registered_model,
         alias=None,
         strategy=strategy,
-        key=fingerprint(stage_params, meta["dataset_sha256"]),
+        key=fingerprint(stage_params, meta["dataset_sha256"], fakes_sha),
         flip_average=params.model.flip_average,
     )
 

@@ -85,7 +85,19 @@ TINY = {
     ("evaluate", "pgd_steps"): 3,
     ("perturb", "pgd_steps"): 2,
     ("evaluate", "epsilons"): [0.0078431, 0.0313725],
+    ("fakes", "widths"): [8, 16],
+    ("fakes", "sample_images"): 16,
+    ("train", "fakes"): {"diff_nearest_resynth": 0.25},  # the clean model draws on the own fakes
 }
+
+
+def jpeg_q75_tables() -> dict:
+    """The quantisation tables of a Pillow JPEG at quality 75: CIFAKE's encoding."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(buf, format="JPEG", quality=75)
+    return Image.open(buf).quantization
 
 
 TRANSFER_SOURCE = "models/pretrained/cifake-clean-only.keras"  # params.yaml's evaluate.transfer_sources

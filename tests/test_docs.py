@@ -45,6 +45,60 @@ def test_the_link_check_sees_a_broken_link(tmp_path):
     assert broken_links(page) == ["missing.md"]
 
 
+def published_rows(text: str) -> list[tuple[str, str]]:
+    """(header, row) for each body row of every table whose header starts with "published"."""
+    rows: list[tuple[str, str]] = []
+    table: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table and table[0].lstrip("| ").lower().startswith("published"):
+            rows += [(table[0], row) for row in table[2:]]
+        table = []
+    return rows
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def sized(header: str, row: str) -> bool:
+    """The test-set size is stated: in the header ("on the 20 000 ... test images") or in a "test images" column."""
+    if re.search(r"\d[\d ]*\d (?:\w+ )?test images", header):
+        return True
+    return any(
+        h == "test images" and re.fullmatch(r"\d[\d ,]*", c) for h, c in zip(_cells(header), _cells(row), strict=False)
+    )
+
+
+def unsourced(rows: list[tuple[str, str]]) -> list[str]:
+    """Published rows without a web link to their source, or without the size of their test set."""
+    linked = re.compile(r"\]\(https?://[^)\s]+\)")
+    return [row for header, row in rows if not linked.search(row) or not sized(header, row)]
+
+
+@pytest.mark.parametrize("name", ["README.md", "models/pretrained/MODEL_CARD.md"])
+def test_every_published_figure_has_its_source(name):
+    rows = published_rows((ROOT / name).read_text(encoding="utf-8"))
+    assert rows, f"{name}: no table headed 'published'"
+    assert unsourced(rows) == []
+
+
+def test_the_source_check_sees_a_row_without_a_link():
+    text = (
+        "| published model | test images | clean | source |\n|---|---|---|---|\n"
+        "| A | 20 000 | 90 % | [json](https://x.org/a.json) |\n| B | 20 000 | 91 % | a paper |\n"
+        "| C | | 92 % | [doi](https://doi.org/1) |\n\n"
+        "| model | clean |\n|---|---|\n| ours | 96 % |\n"
+    )
+    assert [_cells(row)[0] for row in unsourced(published_rows(text))] == ["B", "C"]
+    sized_in_header = (
+        "| published, on the 20 000 test images | clean | source |\n|---|---|---|\n| D | 93 % | [x](https://x.y) |"
+    )
+    assert unsourced(published_rows(sized_in_header)) == []
+
+
 @pytest.mark.parametrize(("name", "limit"), [("README.md", 12_000), ("models/pretrained/MODEL_CARD.md", 15_000)])
 def test_front_pages_stay_short(name, limit):
     assert len((ROOT / name).read_text(encoding="utf-8")) <= limit

@@ -15,8 +15,9 @@ import time
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from .conftest import TINY, copy_project, git_commit_all, run_ok
+from .conftest import TINY, copy_project, git_commit_all, jpeg_q75_tables, run_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +43,16 @@ def project(tmp_path_factory):
 
 def test_every_stage_ran_and_outputs_exist(project):
     dest, _, log = project
-    for stage in ("fetch", "preprocess", "train", "fgsm_finetune", "perturb", "evaluate", "predict"):
+    for stage in ("fetch", "preprocess", "fakes", "train", "fgsm_finetune", "perturb", "evaluate", "predict"):
         assert f"Running stage '{stage}'" in log
-    # TensorFlow 2.21 prints one INFO line as it loads on CPUs where oneDNN is on by default (AVX-512 VNNI or BF16,
-    # AMX), before its logging reads TF_CPP_MIN_LOG_LEVEL; only TF_ENABLE_ONEDNN_OPTS=0 (slower kernels) hides it
+    # TensorFlow's C++ INFO lines and harmless warnings stay out of the stages' output, also the two it prints as it
+    # loads, before it reads TF_CPP_MIN_LOG_LEVEL (absl's notice; oneDNN's line on AVX-512 VNNI/BF16 or AMX CPUs)
     tensorflow_log = [
         line
         for line in log.splitlines()
-        if line[:5] in ("I0000", "W0000", "E0000") and "oneDNN custom operations are on" not in line
+        if line[:5] in ("I0000", "W0000", "E0000") or line.startswith("WARNING: All log messages before absl")
     ]
-    assert tensorflow_log == []  # TensorFlow's C++ INFO lines and harmless warnings stay out of the stages' output
+    assert tensorflow_log == []
     for path in (
         "models/model.keras",
         "models/model_robust.keras",
@@ -70,6 +71,33 @@ def test_every_stage_ran_and_outputs_exist(project):
         assert (dest / path).is_file(), path
     for stage in ("perturb", "evaluate"):  # kept attack batches are for a killed run only
         assert not (dest / "checkpoints" / stage).exists(), stage
+
+
+def test_own_fakes_are_written_as_cifake_and_scored_held_out(project):
+    dest, _, log = project
+    assert "Running stage 'fakes'" in log
+    fk = yaml.safe_load((dest / "params.yaml").read_text())["fakes"]
+    folders = sorted(f"{g}_{k}" for g in fk["generators"] for k in fk["kinds"])
+    for which in ("train", "heldout"):
+        assert sorted(p.name for p in (dest / "data/fakes" / which).iterdir()) == folders
+        for folder in folders:
+            files = sorted((dest / "data/fakes" / which / folder).iterdir())
+            assert len(files) == fk["sample_images"]
+            for f in files[:3]:
+                with Image.open(f) as img:
+                    assert (img.format, img.size, img.quantization) == ("JPEG", (32, 32), jpeg_q75_tables())
+    assert not (dest / "checkpoints/fakes").exists()
+    ev = json.loads((dest / "metrics/evaluate.json").read_text())["generalisation"]
+    assert ev["trained_on_own_fakes"] == ["diff_nearest_resynth"]
+    assert ev["sets"]["generators32"]["skipped"] == "folder not found"  # the copy has no ../shared beside it
+    own = ev["sets"]["own_heldout"]
+    for model in ("clean_model", "robust_model"):
+        assert sorted(own[model]["per_generator"]) == folders
+        assert all(row["images"] == fk["sample_images"] for row in own[model]["per_generator"].values())
+    plotted = {r["generator"] for r in _rows(dest / "metrics/plots/generalisation.csv")}
+    assert plotted == {f"own_heldout/{f}" for f in folders} | {"own_heldout (mean)"}
+    summary = json.loads((dest / "metrics/summary.json").read_text())["generalisation"]
+    assert summary["own_heldout"]["mean_caught"] == round(own["robust_model"]["mean"]["mean_caught"], 4)
 
 
 def test_result_csvs_have_one_row_per_image(project):

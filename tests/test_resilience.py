@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifake import runs, tracking
+from cifake import registry, runs
 from cifake.config import ModelParams
 from cifake.dataset import Split
 from cifake.distribute import distribution_strategy
@@ -33,7 +33,7 @@ def test_model_is_saved_even_if_mlflow_dies(tmp_path, monkeypatch, capsys):
         raise ConnectionError("tracking server went away")
 
     monkeypatch.setattr(mlflow.MlflowClient, "log_batch", server_gone)  # dies during training ...
-    monkeypatch.setattr(tracking, "register_run_model", server_gone)  # ... and is still gone at the end
+    monkeypatch.setattr(registry, "register_run_model", server_gone)  # ... and is still gone at the end
     config = FitConfig(epochs=2, batch_size=8, learning_rate=1e-3, weight_decay=0.0, patience=2, augment=False, seed=0)
     model = build_model(
         ModelParams(architecture="seed_cnn", widths=(4,), blocks_per_stage=1, dense_units=4, dropout=0.0)

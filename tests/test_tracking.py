@@ -1,11 +1,13 @@
 """MLflow tracking: unreachable servers are caught up front; runs carry params, tags and models."""
 
+import io
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cifake import tracking
 
@@ -62,8 +64,11 @@ def test_a_resumed_run_records_the_commit_that_finished_it(monkeypatch, tmp_path
     assert not tracking.reopen_run("0" * 32)  # nor one the server never had
 
 
-def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
+def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model, tiny_model_path):
     import mlflow
+    import pandas as pd
+
+    from cifake import registry, serving
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
@@ -73,7 +78,7 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     ) as run:
         tracking.log_epoch({"epoch": 1, "loss": 0.5, "val_accuracy": 0.75})
         tracking.log_metrics({"clean": {"accuracy": 0.9, "n": 10}, "label": "x"})
-        version = tracking.register_model(tiny_model, "cifake-test-model", "a test model", alias="champion")
+        version = registry.register_model(tiny_model_path, "cifake-test-model", "a test model", alias="champion")
     client = mlflow.MlflowClient()
     data = client.get_run(run.info.run_id).data
     assert data.params["train.epochs"] == "2"
@@ -85,13 +90,24 @@ def test_stage_run_logs_and_registers(monkeypatch, tmp_path, tiny_model):
     assert data.tags["dvc_experiment"] == "exp-test"
     assert data.metrics["clean.accuracy"] == 0.9 and data.metrics["val_accuracy"] == 0.75
     mv = client.get_model_version_by_alias("cifake-test-model", "champion")
-    assert int(mv.version) == version and mv.description == "a test model"
+    assert int(mv.version) == version and mv.description == "a test model" and mv.tags["serves"] == "images"
     requirements = mlflow.artifacts.download_artifacts(f"models:/cifake-test-model/{version}/requirements.txt")
     pinned = Path(requirements).read_text().split()
     import keras
 
-    assert f"keras=={keras.__version__}" in pinned and len(pinned) == len(tracking.MODEL_IMPORTS)
+    assert f"keras=={keras.__version__}" in pinned and len(pinned) == len(serving.MODEL_IMPORTS)
     assert any(line.startswith("tensorflow") for line in pinned)  # tensorflow or tensorflow-cpu, as installed
+    # a Keras user gets the very Keras model ...
     loaded = mlflow.keras.load_model("models:/cifake-test-model@champion")
     x = np.zeros((1, 32, 32, 3), np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(tiny_model(x)), rtol=1e-5)
+    # ... and a pyfunc user a model that takes image files, one copy of the weights serving both
+    pyfunc = mlflow.pyfunc.load_model("models:/cifake-test-model@champion")
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(png, format="PNG")
+    out = pyfunc.predict(pd.DataFrame({"content": [png.getvalue(), b"not an image"]}))
+    assert list(out.columns) == ["label", "p_fake", "error"]
+    assert out["p_fake"][0] == pytest.approx(float(np.asarray(tiny_model(x))[0, 0]), abs=1e-2)  # bf16 where native
+    assert out["label"][1] == "" and np.isnan(out["p_fake"][1]) and "not an image" in out["error"][1]
+    files = mlflow.artifacts.download_artifacts(f"models:/cifake-test-model/{version}")
+    assert [p.name for p in Path(files).rglob("*.keras")] == ["tiny.keras"]

@@ -12,6 +12,11 @@ __all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 # The shipped weights live in the repository (the package is installed editable from it).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pretrained" / "cifake-robust.keras"
 DEMO_MODELS = [DEFAULT_MODEL, DEFAULT_MODEL.with_name("cifake-clean-only.keras")]
+SHIPPED = [DEFAULT_MODEL.with_name(name) for name in ("cifake-clean.keras", "cifake-clean-only.keras")] + [
+    DEFAULT_MODEL
+]
+# options of `cifake predict` that --spark does not take, with their defaults
+SPARK_DEFAULTS = {"precision": "auto", "single_view": False, "batch_size": 256}
 # where the training stages keep MLflow records their server missed (stages/train.py, fgsm_finetune.py)
 OUTBOX = Path("checkpoints/mlflow-outbox")
 
@@ -40,6 +45,7 @@ examples:
   cifake predict cifake/test -o t.csv --labels-from-folders   score a REAL/ and FAKE/ layout
   cifake explain photos/ -o heatmaps/                  a heatmap PNG per image: what drove each decision
   cifake demo                                          a local web page: classify, attack, everyday changes
+  cifake register                                      register the shipped models in MLflow (robust: @champion)
   cifake check-params                                  is params.yaml valid?
   cifake sync-tracking                                 send MLflow what training kept while the server was down
 
@@ -51,7 +57,7 @@ exit status: 0 done; 1 error (nothing written); 2 bad arguments;
 def _add_predict(sub) -> None:
     """The ``predict`` command and its options."""
     p = sub.add_parser("predict", help="classify every image under a folder and write a CSV")
-    p.add_argument("input_dir", type=Path, help="folder of images (searched recursively, any size/format)")
+    p.add_argument("input_dir", help="folder of images (searched recursively, any size/format)")
     p.add_argument(
         "-o",
         "--output",
@@ -75,6 +81,14 @@ def _add_predict(sub) -> None:
         default="auto",
         help="auto (default): bfloat16 where the CPU has AVX-512 BF16 or AMX (about 1.5x faster, labels agree "
         "on 99.9%% of CIFAKE's test set or more), float32 elsewhere",
+    )
+    p.add_argument(
+        "--spark",
+        metavar="MASTER",
+        default=None,
+        help="classify on Spark (e.g. local[2], spark://host:7077, yarn) through the registered models' pyfunc; "
+        "INPUT may then be any path Spark reads (hdfs://, s3a://). Needs pip install -r requirements-spark.txt "
+        "and Java; not with --precision, --single-view, --batch-size (docs/scale-out.md)",
     )
     score = p.add_mutually_exclusive_group()
     score.add_argument("--labels", type=Path, default=None, help="CSV (Image Name, Label=Real/Fake) to score against")
@@ -108,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .keras model to show (repeat for several; default: the shipped robust and clean-only ones)",
     )
 
+    r = sub.add_parser(
+        "register",
+        help="register models (default: the three shipped ones) as versions of cifake-detector in MLflow, "
+        "to load with mlflow.pyfunc or mlflow.keras and serve with `mlflow models serve`",
+    )
+    r.add_argument("files", type=Path, nargs="*", default=SHIPPED, help="the .keras files (default: the shipped ones)")
+    r.add_argument(
+        "--champion",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="the file given the alias champion, if it is among the files (default: the shipped robust one)",
+    )
+    r.add_argument("--name", default="cifake-detector", help="the registered model (default: cifake-detector)")
+    r.add_argument("--experiment", default="cifake", help="the MLflow experiment of the registering run")
+
     v = sub.add_parser("check-params", help="check params.yaml: says it is valid, or names every bad key")
     v.add_argument("path", type=Path, nargs="?", default=Path("params.yaml"))
 
@@ -135,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "explain":
             return _explain(args)
+        if args.command == "register":
+            return _register(args)
         if args.command == "demo":
             from cifake.demo import serve
 
@@ -174,19 +205,24 @@ def _make_parent(output: Path) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     _make_parent(args.output)
-    from cifake.inference import for_inference
-    from cifake.model import load_model, without_flip_average
-    from cifake.predict import folder_labels, predict_folder, read_labels, score_csv
+    if args.spark is not None:
+        summary = _predict_spark(args)
+    else:
+        from cifake.inference import for_inference
+        from cifake.model import load_model, without_flip_average
+        from cifake.predict import predict_folder
 
-    model = load_model(args.model)
-    if args.single_view:
-        model, _ = without_flip_average(model)
-    model, path = for_inference(model, args.precision)
-    summary = predict_folder(
-        model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size, scores=args.scores
-    )
-    summary.path = path + (", single view" if args.single_view else "")
+        model = load_model(args.model)
+        if args.single_view:
+            model, _ = without_flip_average(model)
+        model, path = for_inference(model, args.precision)
+        summary = predict_folder(
+            model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size, scores=args.scores
+        )
+        summary.path = path + (", single view" if args.single_view else "")
     print(summary.describe(), file=sys.stderr)
+    from cifake.predict import folder_labels, read_labels, score_csv
+
     if args.labels is not None or args.labels_from_folders:
         truth = read_labels(args.labels) if args.labels is not None else folder_labels(args.output)
         scores = score_csv(args.output, truth)
@@ -198,6 +234,42 @@ def _predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def _register(args: argparse.Namespace) -> int:
+    from cifake.model import load_model
+    from cifake.registry import register_files
+    from cifake.tracking import tracking_uri
+
+    for path in args.files:
+        load_model(path)  # a file that is not a loadable detector is refused before anything is registered
+    for path, version, new in register_files(args.files, args.name, args.experiment, champion=args.champion):
+        alias = " @champion" if path.resolve() == args.champion.resolve() else ""
+        print(f"{'registered' if new else 'already registered'}: {path.name} as {args.name} v{version}{alias}")
+    print(
+        f"in {tracking_uri()}; serve the champion with:\n  mlflow models serve -m models:/{args.name}@champion "
+        "--env-manager local -p 5001   (docs/serving.md)"
+    )
+    return EXIT_OK
+
+
+def _predict_spark(args: argparse.Namespace):
+    """``cifake predict --spark``: the same CSV, computed on Spark by the registered models' pyfunc."""
+    unsupported = [
+        f"--{name.replace('_', '-')}" for name, default in SPARK_DEFAULTS.items() if getattr(args, name) != default
+    ]
+    if unsupported:
+        raise CifakeError(
+            f"{', '.join(unsupported)} cannot be combined with --spark "
+            "(its pyfunc runs as `cifake predict` does by default)"
+        )
+    if not args.model.is_file():
+        raise CifakeError(f"model file not found: {args.model}")
+    from cifake.spark import predict_spark
+
+    return predict_spark(
+        args.input_dir, args.output, args.spark, args.model, threshold=args.threshold, scores=args.scores
+    )
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -8,13 +8,13 @@ key and what is allowed, before any long work starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 
 from cifake.errors import CifakeError
+from cifake.param_errors import describe_error
 
 
 class ConfigError(CifakeError, ValueError):
@@ -84,10 +84,8 @@ class ModelParams(_Section):
     def _blocks_per_width(self) -> ModelParams:
         blocks = self.stage_blocks()
         if len(blocks) != len(self.widths) or any(b < 1 for b in blocks):
-            raise ValueError(
-                f"blocks_per_stage must be a positive integer or one per width ({len(self.widths)}), "
-                f"got {self.blocks_per_stage}"
-            )
+            wanted = f"a positive integer or one per width ({len(self.widths)})"
+            raise ValueError(f"blocks_per_stage must be {wanted}, got {self.blocks_per_stage}")
         return self
 
     def stage_blocks(self) -> tuple[int, ...]:
@@ -104,35 +102,33 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0.0)
     patience: int = Field(ge=1)
     augment: bool
-    everyday: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        description="share of training images given a random everyday change (JPEG, blur, resize, "
-        "brightness, contrast, noise)",
-    )
+    everyday: float = Field(0.0, ge=0.0, le=1.0, description="share of images given a random everyday change")
     everyday_ranges: dict[CorruptionKind, tuple[float, float]] | None = Field(
         default=None,
         description="[low, high] strength range of the everyday changes named, replacing their defaults "
         "(cifake.corruptions.TRAINING_RANGES) or adding the kind to the draw; kinds not named keep theirs",
     )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
-    ema: float = Field(
-        default=0.0,
-        ge=0.0,
-        lt=1.0,
-        description="momentum of an exponential moving average of the weights, which is validated and "
-        "kept (0: off; e.g. 0.999 averages over about 1 000 steps)",
-    )
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="momentum of a kept moving average of the weights; 0: off")
     precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
         default="float32", description="training's (auto: bfloat16 on AVX-512 BF16 or AMX); saved models are float32"
     )
     strategy: Literal["none", "mirrored", "multi_worker"] = Field(
-        default="none",
-        description="tf.distribute strategy: none (one device), mirrored (all GPUs, else all logical CPUs), "
-        "multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG)",
+        default="none", description="tf.distribute: none, mirrored (all GPUs), multi_worker (cluster from TF_CONFIG)"
     )
     validate_flip_average: bool = Field(False, description="validation judges the saved, flip-averaged model")
+    fakes: dict[str, float] = Field(
+        default_factory=dict,
+        description="folder of the fakes stage (<generator>_<kind>) -> share of the Fake training images taken "
+        "from it instead of CIFAKE's",
+    )
+
+    @field_validator("fakes")
+    @classmethod
+    def _shares(cls, fakes: dict[str, float]) -> dict[str, float]:
+        if any(not 0.0 < v <= 1.0 for v in fakes.values()) or sum(fakes.values()) > 1.0:
+            raise ValueError(f"each share must lie in (0, 1] and together at most 1, got {fakes}")
+        return fakes
 
     @field_validator("everyday_ranges")
     @classmethod
@@ -152,9 +148,7 @@ class FinetuneParams(TrainParams):
     clean_fraction: float = Field(ge=0.0, lt=1.0)
     warmup_epochs: float = Field(default=0.0, ge=0.0, description="epochs over which epsilon ramps up from 0")
     everyday_attacked: bool = Field(True, description="false: only the clean share gets everyday changes")
-    # fgsm: random start, projected to the epsilon-ball (Wong et al. 2020); n_fgsm: noise of 2 epsilon and one
-    # step of `step`, not projected (de Jorge et al. 2022; use step = epsilon); atta: FGSM from each image's last
-    # perturbation, carried across epochs (Zheng et al. 2020; cifake.carry)
+    # fgsm (Wong et al. 2020), n_fgsm (de Jorge et al. 2022), atta (Zheng et al. 2020): described in params.yaml
     method: Literal["fgsm", "n_fgsm", "atta"] = "fgsm"
     # distillation (ARD, Goldblum et al. 2020; RSLAD, Zi et al. 2021): see cifake.distill
     teacher: str = Field("", description="a saved model whose soft targets are distilled")
@@ -199,6 +193,9 @@ class EvaluateParams(_Section):
         description="name -> .keras file: PGD crafted on each (and always on the clean model) scores the robust "
         "model under a transfer (black-box) attack",
     )
+    generator_sets: dict[str, str] = Field(
+        default_factory=dict, description="name -> folder of fakes, one sub-folder per generator; absent: skipped"
+    )
 
     @field_validator("epsilons")
     @classmethod
@@ -206,6 +203,28 @@ class EvaluateParams(_Section):
         if any(not 0.0 < e <= 1.0 for e in eps):
             raise ValueError("every epsilon must lie in (0, 1] (0-1 pixel scale)")
         return eps
+
+
+class FakesParams(_Section):
+    """The training fakes the project makes itself (stage ``fakes``; :mod:`cifake.generators`)."""
+
+    generators: dict[str, Literal["nearest", "bilinear", "transpose"]] = Field(min_length=1)  # name -> upsampling
+    kinds: tuple[Literal["sample", "resynth"], ...] = Field(min_length=1)
+    widths: tuple[int, ...] = Field(min_length=2)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0)
+    precision: Literal["float32", "mixed_bfloat16", "auto"]
+    images: int = Field(ge=1, description="training fakes made per generator and kind")
+    heldout_images: int = Field(ge=1, description="fakes per generator and kind kept for evaluate")
+    steps: int = Field(ge=1, description="DDIM steps from pure noise; resynthesis takes its strength's share")
+    strengths: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = Field(min_length=1)  # resynthesis's noise
+    sample_epochs: int = Field(ge=1, description="on the offline sample (data.source: sample)")
+    sample_images: int = Field(ge=1, description="on the offline sample: fakes per generator, kind and set")
+
+    def folders(self) -> list[str]:
+        """The folder names the stage writes, one per generator and kind."""
+        return [f"{name}_{kind}" for name in self.generators for kind in self.kinds]
 
 
 class PerturbParams(_Section):
@@ -238,6 +257,7 @@ class Params(_Section):
     model: ModelParams
     train: TrainParams
     fgsm_finetune: FinetuneParams
+    fakes: FakesParams
     perturb: PerturbParams
     evaluate: EvaluateParams
     predict: PredictParams
@@ -248,32 +268,12 @@ class Params(_Section):
         judged = self.train.validate_flip_average or self.fgsm_finetune.validate_flip_average
         if (judged or self.model.view_shift) and not self.model.flip_average:
             raise ValueError("validate_flip_average and view_shift: each needs model.flip_average: true")
+        unknown = (set(self.train.fakes) | set(self.fgsm_finetune.fakes)) - set(self.fakes.folders())
+        if unknown:
+            raise ValueError(
+                f"train/fgsm_finetune fakes {sorted(unknown)}: the fakes stage makes {self.fakes.folders()}"
+            )
         return self
-
-
-def _describe(error: ErrorDetails) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    message = error["msg"]
-    if error["type"] == "literal_error":
-        message = f"must be one of {error['ctx']['expected']}"
-    if error["type"] == "extra_forbidden":
-        message = "unknown key" + _suggestion(error["loc"])
-    return f"params.yaml: '{key}': {message} (got {error.get('input')!r})"
-
-
-def _suggestion(loc: tuple) -> str:
-    """ ", did you mean 'learning_rate'?" for a misspelt key, from the keys its section allows."""
-    import difflib
-
-    section: type[BaseModel] = Params
-    for part in loc[:-1]:
-        field = section.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        section = annotation
-    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
-    return f", did you mean '{close[0]}'?" if close else ""
 
 
 def parse_params(raw: object) -> Params:
@@ -283,7 +283,7 @@ def parse_params(raw: object) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        lines = [describe_error(e, Params) for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -52,6 +52,13 @@ def choose_precision(requested: str = "auto", flags: frozenset[str] | None = Non
     return "float32", "float32 (auto: this CPU has neither AVX-512 BF16 nor AMX, so bfloat16 would be emulated)"
 
 
+def label_name(p_fake: float, threshold: float = 0.5) -> str:
+    """``Fake`` for a P(Fake) at or above ``threshold``, else ``Real``: what every prediction says."""
+    from cifake.images import LABEL_NAMES
+
+    return LABEL_NAMES[int(p_fake >= threshold)]
+
+
 def for_inference(model: keras.Model, requested: str = "auto") -> tuple[keras.Model, str]:
     """``model`` in the precision :func:`choose_precision` picks (a copy with the same weights), and why."""
     from cifake.model import with_precision

@@ -146,12 +146,11 @@ class Outbox:
             self._save()
 
     def _register(self) -> None:
-        from cifake.model import load_model
+        from cifake.registry import register_run_model
 
         spec = self.record["model"]
-        model = load_model(self.folder / MODEL)
-        self.version = tracking.register_run_model(
-            model, self.run_id, spec["name"], spec["description"], alias=spec["alias"], tags=spec["tags"]
+        self.version = register_run_model(
+            self.folder / MODEL, self.run_id, spec["name"], spec["description"], alias=spec["alias"], tags=spec["tags"]
         )
         self.record["model"] = None
         self.record["registered"] = {"name": spec["name"], "version": self.version, "alias": spec["alias"]}

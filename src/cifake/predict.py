@@ -17,7 +17,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def iter_files(
             yield rel, path, None
 
 
-def _own_files(*outputs: Path) -> Callable[[Path], bool]:
+def own_files(*outputs: Path) -> Callable[[Path], bool]:
     """True for this run's outputs and their temporary files, should they lie inside the input folder."""
     folders = {o.resolve().parent for o in outputs}
     names = tuple(o.name for o in outputs)
@@ -169,7 +169,8 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
                 worker.join(timeout=0.05)
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
+    """Fail before any work if ``output`` cannot be written (its folder missing or read-only)."""
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise PredictError(f"output folder does not exist: {folder}")
@@ -191,34 +192,57 @@ def predict_folder(
     With ``scores`` a third column ``P(Fake)`` holds the model's probability, so that
     users can choose their own threshold; the first two columns stay as they are.
     """
+    from cifake.inference import label_name
     from cifake.model import predict_proba
 
     root, output = Path(input_dir), Path(output)
     if not root.is_dir():
         raise PredictError(f"input folder does not exist or is not a folder: {root}")
-    _check_output(output)
+    check_output(output)
     summary = PredictSummary(output=output, errors_file=errors_path(output))
     start = time.perf_counter()
-    with atomic_path(output) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS + ((SCORE_COLUMN,) if scores else ()))
-            skip = _own_files(output, summary.errors_file)
-            # the folder is streamed, not listed first: the bar counts without a total
-            with progress("predict", summary=False) as bar:  # the caller prints summary.describe()
-                large: list[str] = []
-                for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip, large)):
-                    p_fake = predict_proba(model, pixels, batch_size)
-                    for name, p in zip(names, p_fake, strict=False):
-                        writer.writerow([name, LABEL_NAMES[int(p >= threshold)]] + ([f"{p:.6f}"] if scores else []))
-                    summary.classified += len(names)
-                    bar.update(len(names), skipped=len(summary.failed))
-        write_csv(summary.errors_file, ["Image Name", "Error"], summary.failed)
+    large: list[str] = []
+
+    def rows() -> Iterator[tuple[str, str, float]]:
+        skip = own_files(output, summary.errors_file)
+        # the folder is streamed, not listed first: the bar counts without a total
+        with progress("predict", summary=False) as bar:  # the caller prints summary.describe()
+            for names, pixels in prefetch(_batches(root, batch_size, summary.failed, skip, large)):
+                p_fake = predict_proba(model, pixels, batch_size)
+                yield from ((name, label_name(p, threshold), p) for name, p in zip(names, p_fake, strict=True))
+                summary.classified += len(names)
+                bar.update(len(names), skipped=len(summary.failed))
+
+    write_results(output, rows(), summary.failed, scores)
     summary.seconds = time.perf_counter() - start
     summary.downscaled = len(large)
     if summary.classified == 0 and not summary.failed:
         log.warning("no files found under %s", root)
     return summary
+
+
+def write_results(
+    output: Path, rows: Iterable[tuple[str, str, float]], failed: list[tuple[str, str]], scores: bool = False
+) -> None:
+    """Write ``rows`` (name, label, P(Fake)) as the results CSV, then ``failed`` (name, why) as its errors file.
+
+    Both are written whole or not at all, the CSV only once the errors file is; ``failed`` may grow while
+    ``rows`` is consumed. With ``scores`` the CSV has a third column, P(Fake).
+    """
+    with atomic_path(output) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS + ((SCORE_COLUMN,) if scores else ()))
+            for name, label, p in rows:
+                writer.writerow([name, label] + ([f"{p:.6f}"] if scores else []))
+        write_csv(errors_path(output), ["Image Name", "Error"], failed)
+
+
+def walk_order(name: str) -> tuple[tuple[int, str], ...]:
+    """Sort key of a relative name (``a/b/c.jpg``) that orders names as :func:`iter_files` yields them: a
+    folder's files by name, then each of its subfolders by name."""
+    *folders, file = name.split("/")
+    return (*((1, folder) for folder in folders), (0, file))
 
 
 def read_labels(path: str | Path) -> dict[str, int]:

@@ -1,11 +1,12 @@
-"""MLflow tracking: where runs go, what every run records, and the model registry.
+"""MLflow tracking: where runs go, what every run records, and test figures on registered versions.
 
 The default tracking URI is ``sqlite:///mlflow.db`` in the project root (the
 file store is rejected by recent MLflow); ``MLFLOW_TRACKING_URI`` overrides it.
 A remote server is checked before any long work starts. Calls made while
 training use a short HTTP policy (:data:`QUICK`, :func:`http_policy`): MLflow's
 default retries would block a call to a server that went away for about five
-minutes. What could not be sent waits in a :class:`cifake.outbox.Outbox`.
+minutes. What could not be sent waits in a :class:`cifake.outbox.Outbox`. Registering
+versions is :mod:`cifake.registry`'s.
 """
 
 from __future__ import annotations
@@ -197,79 +198,6 @@ def log_artifacts(*paths: str | Path) -> None:
             mlflow.log_artifacts(str(path), artifact_path=path.name)
         elif path.is_file():
             mlflow.log_artifact(str(path))
-
-
-# What a logged model needs to load (import name -> installed distribution, pinned); MLflow's own inference
-# finds the same list by importing the model in a subprocess: 14 s in a cProfile of the `train` stage (under load).
-MODEL_IMPORTS = ("mlflow", "keras", "numpy", "tensorflow")
-
-
-def model_requirements() -> list[str]:
-    """Pinned requirements of a logged model: the installed distribution of each of :data:`MODEL_IMPORTS`."""
-    from importlib import metadata
-
-    providers = metadata.packages_distributions()
-    pins = []
-    for name in MODEL_IMPORTS:
-        dist = providers.get(name, [name])[0]  # e.g. tensorflow is provided by tensorflow-cpu on some machines
-        pins.append(f"{dist}=={metadata.version(dist)}")
-    return pins
-
-
-def register_model(
-    model, registered_name: str, description: str, alias: str | None = None, tags: dict | None = None
-) -> int:
-    """Log ``model`` with the ``mlflow.keras`` flavour and a signature; register a new version.
-
-    Returns the version number. ``description`` is also kept in the version's
-    ``training`` tag, so that :func:`describe_versions` can extend it later;
-    ``tags`` (e.g. the saved file's ``model_sha256``) go on the version; ``alias``
-    (e.g. ``champion``) is moved to it.
-    """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    example = np.zeros((2, 32, 32, 3), dtype=np.float32)
-    signature = infer_signature(example, np.asarray(model(example, training=False)))
-    info = mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=model_requirements(),
-    )
-    version = int(info.registered_model_version)
-    _describe_version(registered_name, version, description, alias, tags)
-    return version
-
-
-def register_run_model(
-    model, run_id: str, registered_name: str, description: str, alias: str | None = None, tags: dict | None = None
-) -> int:
-    """:func:`register_model` for the run ``run_id``, once: if the run already has a version, that one is
-    described (and given the alias) again instead of a new one being made. Returns the version."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    found = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
-    if found:
-        version = max(int(v.version) for v in found)
-        _describe_version(registered_name, version, description, alias, tags)
-        return version
-    with mlflow.start_run(run_id=run_id):
-        return register_model(model, registered_name, description, alias=alias, tags=tags)
-
-
-def _describe_version(registered_name: str, version: int, description: str, alias: str | None, tags: dict | None):
-    """Set a version's description and tags (``training`` repeats the description) and move ``alias`` to it."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.update_model_version(registered_name, str(version), description=description)
-    for key, value in {**(tags or {}), "training": description}.items():
-        client.set_model_version_tag(registered_name, str(version), key, str(value))
-    if alias:
-        client.set_registered_model_alias(registered_name, alias, str(version))
 
 
 def describe_versions(registered_name: str, summaries: dict[str, str]) -> list[int]:

@@ -1,0 +1,240 @@
+"""Generalisation probes (issue 40): which training fakes teach a small detector to catch generators it never saw.
+
+Steps, each resumable (outputs written whole under --root, a finished step is skipped, diffusion training
+resumes after its last finished epoch):
+
+    python benchmarks/generalisation_probe.py data                      # decode CIFAKE once (train REAL/FAKE, test)
+    python benchmarks/generalisation_probe.py diffusion --name diff-nearest --epochs 8 --upsample nearest
+    python benchmarks/generalisation_probe.py fakes --name diff-nearest --count 12000
+    python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
+    python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
+
+``detect`` trains a small ResNet with the project's own ``training.fit`` (flips, shifts, everyday changes on half
+of the images) on 24 000 CIFAKE train/REAL images against the named fakes, then scores every folder of the
+validation set (``--validation``, never trained on) and of the project's own generators not in training
+(leave-one-out), and CIFAKE test REAL/FAKE; one JSON line per run goes to benchmarks/results/generalisation.jsonl.
+Every fake is saved through JPEG quality 75, the encoding of every CIFAKE image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "generalisation.jsonl"
+log = logging.getLogger("probe")
+
+
+def jpeg75(x: np.ndarray) -> np.ndarray:
+    from cifake.corruptions import jpeg
+
+    return jpeg(x, 75)
+
+
+def cmd_data(args) -> None:
+    from cifake.generalisation import load_folder
+
+    out = args.root / "cifake.npz"
+    if out.exists():
+        return
+    arrays = {}
+    for split in ("train", "test"):
+        for cls in ("REAL", "FAKE"):
+            arrays[f"{split}_{cls}"] = load_folder(args.cifake / split / cls)[0]
+            log.info("%s/%s: %d images", split, cls, len(arrays[f"{split}_{cls}"]))
+    np.savez(out.with_suffix(".partial.npz"), **arrays)
+    out.with_suffix(".partial.npz").rename(out)
+
+
+def cifake(args) -> dict[str, np.ndarray]:
+    with np.load(args.root / "cifake.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def cmd_diffusion(args) -> None:
+    import keras
+
+    from cifake.generators import DenoiserShape, Diffusion, build_denoiser
+
+    folder = args.root / args.name
+    if (folder / "denoiser.keras").exists():
+        return
+    keras.mixed_precision.set_global_policy(args.precision)
+    real = cifake(args)["train_REAL"]
+    keras.utils.set_random_seed(args.seed)
+    denoiser = build_denoiser(DenoiserShape(tuple(args.widths), args.blocks, args.upsample))
+    model = Diffusion(denoiser, seed=args.seed)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=1.0e-4))
+    backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
+    start = time.time()
+    model.fit(real, batch_size=128, epochs=args.epochs, callbacks=[backup, _epoch_log()], verbose=0)
+    keras.mixed_precision.set_global_policy("float32")
+    plain = build_denoiser(DenoiserShape(tuple(args.widths), args.blocks, args.upsample))
+    plain.set_weights(denoiser.get_weights())
+    plain.save(folder / "denoiser.partial.keras")
+    (folder / "denoiser.partial.keras").rename(folder / "denoiser.keras")
+    log.info("diffusion %s: %.1f min", args.name, (time.time() - start) / 60)
+
+
+def _epoch_log():
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            log.info("epoch %d: %s (%.0f s)", epoch + 1, logs, time.time() - self.start)
+
+    return EpochLog()
+
+
+def cmd_fakes(args) -> None:
+    import keras
+
+    from cifake.generators import resynthesise, sample
+
+    folder = args.root / args.name
+    denoiser = keras.saving.load_model(folder / "denoiser.keras", safe_mode=True)
+    real = cifake(args)["train_REAL"]
+    rng = np.random.default_rng(args.seed + 1)
+    for kind in ("sample", "resynth"):
+        out = folder / f"{kind}.npy"
+        if out.exists():
+            continue
+        start = time.time()
+        if kind == "sample":
+            x = sample(denoiser, args.count, steps=args.steps, seed=args.seed)
+        else:
+            pick = rng.choice(len(real), args.count, replace=False)
+            strength = rng.choice(np.asarray(args.strengths, np.float32), args.count)
+            x = resynthesise(denoiser, real[pick], strength, steps=args.steps, seed=args.seed)
+        np.save(folder / f"{kind}.partial.npy", jpeg75(x))
+        (folder / f"{kind}.partial.npy").rename(out)
+        log.info("%s/%s: %d images in %.1f min", args.name, kind, args.count, (time.time() - start) / 60)
+    _grid(folder)
+
+
+def _grid(folder: Path) -> None:
+    from PIL import Image
+
+    for kind in ("sample", "resynth"):
+        x = np.load(folder / f"{kind}.npy")[:64]
+        grid = x.reshape(8, 8, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(256, 256, 3)
+        Image.fromarray(grid).resize((512, 512), Image.Resampling.NEAREST).save(folder / f"{kind}_grid.png")
+
+
+def fake_sources(args, spec: str) -> dict[str, np.ndarray]:
+    """``sd=12000,diff-nearest/resynth=6000`` -> name: images (the first N of each source)."""
+    data = cifake(args)
+    out = {}
+    for part in spec.split(","):
+        name, count = part.split("=")
+        x = data["train_FAKE"] if name == "sd" else np.load(args.root / f"{name}.npy")
+        out[name] = x[: int(count)]
+    return out
+
+
+def own_generators(args) -> dict[str, np.ndarray]:
+    return {str(p.relative_to(args.root).with_suffix("")): np.load(p) for p in sorted(args.root.glob("*/*.npy"))}
+
+
+def cmd_detect(args) -> None:
+    done = {json.loads(line)["name"] for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
+    if args.name in done:
+        log.info("%s already in %s", args.name, RESULTS)
+        return
+    record = train_and_score(args)
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    log.info("%s", json.dumps(record["summary"]))
+
+
+def train_and_score(args) -> dict:
+    from cifake.config import ModelParams
+    from cifake.dataset import Split
+    from cifake.fitconfig import FitConfig
+    from cifake.generalisation import generator_scores, score_generator_set, set_scores
+    from cifake.model import build_model, predict_proba
+    from cifake.training import fit
+
+    data = cifake(args)
+    fakes = fake_sources(args, args.fakes)
+    real = data["train_REAL"][: args.reals]
+    x = np.concatenate([real, *fakes.values()])
+    y = np.r_[np.zeros(len(real)), np.ones(len(x) - len(real))].astype(np.int64)
+    order = np.random.default_rng(args.seed).permutation(len(x))
+    val, train = order[:2000], order[2000:]
+    split = Split(x, y, np.arange(len(x)).astype(str))
+    params = ModelParams(
+        architecture="resnet", widths=tuple(args.widths), blocks_per_stage=1, stem_stride=args.stem_stride,
+        dense_units=64, dropout=0.1,
+    )  # fmt: skip
+    config = FitConfig(
+        epochs=args.epochs, batch_size=128, learning_rate=2.0e-3, weight_decay=5.0e-4, patience=args.epochs,
+        augment=True, seed=args.seed, precision=args.precision, everyday=args.everyday,
+    )  # fmt: skip
+    start = time.time()
+    checkpoints = args.root / "ckpt" / args.name
+    result = fit(build_model(params), split.take(train), split.take(val), config, checkpoint_dir=checkpoints)
+    minutes = (time.time() - start) / 60
+
+    def predict(images):
+        return predict_proba(result.model, images).reshape(-1)
+
+    p_real = predict(data["test_REAL"][:2000])
+    record = {"name": args.name, "fakes": args.fakes, "reals": len(real), "epochs": args.epochs}
+    record["train_minutes"] = minutes
+    record["validation"] = score_generator_set(predict, args.validation, p_real)
+    held_out = {k: v for k, v in own_generators(args).items() if k not in fakes}
+    rows = {k: generator_scores(predict(v[:1000]), p_real) for k, v in held_out.items()}
+    record["own_held_out"] = {"per_generator": rows, "mean": set_scores(rows) if rows else None}
+    record["sd_test_caught"] = float(np.mean(predict(data["test_FAKE"][:2000]) >= 0.5))
+    record["real_called_real"] = float(np.mean(p_real < 0.5))
+    v = record["validation"]["mean"]
+    record["summary"] = {
+        "name": args.name, "val_mean_caught": round(v["mean_caught"], 4), "val_min_caught": round(v["min_caught"], 4),
+        "val_mean_auc": round(v["mean_roc_auc"], 4), "real_called_real": record["real_called_real"],
+        "sd_caught": record["sd_test_caught"], "held_out": {k: round(r["caught"], 3) for k, r in rows.items()},
+        "minutes": round(minutes, 1),
+    }  # fmt: skip
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["data", "diffusion", "fakes", "detect"])
+    parser.add_argument("--root", type=Path, default=ROOT / "probes")
+    parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
+    parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
+    parser.add_argument("--name", default="")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=2.0e-3)
+    parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--blocks", type=int, default=1)
+    parser.add_argument("--upsample", default="nearest")
+    parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--count", type=int, default=12000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.45, 0.6])
+    parser.add_argument("--fakes", default="sd=24000")
+    parser.add_argument("--reals", type=int, default=24000)
+    parser.add_argument("--stem-stride", type=int, default=1)
+    parser.add_argument("--everyday", type=float, default=0.5)
+    args = parser.parse_args()
+    if args.widths is None:
+        args.widths = [32, 64, 96] if args.step == "diffusion" else [32, 64, 128]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    (args.root / args.name).mkdir(parents=True, exist_ok=True)
+    {"data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "detect": cmd_detect}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()
