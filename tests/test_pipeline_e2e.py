@@ -154,7 +154,7 @@ def test_mlflow_has_runs_and_registered_versions(project):
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=dest, env=env, capture_output=True, text=True, check=True)
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info["stages"] == ["evaluate", "fgsm_finetune", "train"]
+    assert info["stages"] == ["evaluate", "fakes", "fgsm_finetune", "train"]
     assert info["versions"] == 2 and int(info["champion"]) == 2
 
 

@@ -220,6 +220,9 @@ def _predict(args: argparse.Namespace) -> int:
             model, args.input_dir, args.output, threshold=args.threshold, batch_size=args.batch_size, scores=args.scores
         )
         summary.path = path + (", single view" if args.single_view else "")
+    from cifake.generalisation import figures_for, ood_note
+
+    summary.limits = ood_note(figures_for(args.model))
     print(summary.describe(), file=sys.stderr)
     from cifake.predict import folder_labels, read_labels, score_csv
 

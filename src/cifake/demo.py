@@ -23,7 +23,6 @@ from cifake.images import (
     IMAGE_SIZE,
     LABEL_NAMES,
     MUCH_LARGER,
-    OOD_NOTE,
     ImageError,
     decode_image,
     source_size,
@@ -103,7 +102,7 @@ def input_notes(data: bytes, pixels: np.ndarray) -> list[str]:
     if colours < FEW_COLOURS:
         notes.append(f"only {colours} distinct colours: looks like a drawing or a graphic, not a photograph")
     if notes:
-        notes.append(OOD_NOTE)
+        notes.append("the detector learnt 32x32 CIFAKE images and judges the 32x32 thumbnail shown")
     return notes
 
 

@@ -11,7 +11,8 @@ import sys
 import streamlit as st
 
 from cifake.demo import MAX_UPLOAD_MB, NEUTRAL, Upload, attack, change, classify, load_models, read_upload, shown
-from cifake.images import OOD_NOTE, ImageError
+from cifake.generalisation import figures_for, ood_note
+from cifake.images import ImageError
 
 
 @st.cache_resource
@@ -103,7 +104,7 @@ def main(paths: tuple[str, ...]) -> None:
     """The page."""
     st.set_page_config(page_title="cifake: real or generated?", layout="wide")
     st.title("cifake: a real photograph, or generated?")
-    st.caption(f"Honest limits: {OOD_NOTE}. Each image is judged as the 32x32 thumbnail shown.")
+    st.caption(f"Honest limits: {ood_note(figures_for(paths[0]))}. Each image is judged as the 32x32 thumbnail shown.")
     models = _models(paths)
     threshold = st.sidebar.slider("threshold: Fake at P(Fake) ≥", 0.05, 0.95, 0.5, 0.05)
     files = st.file_uploader(

@@ -84,10 +84,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 # Inputs much larger than CIFAKE's 32x32 (a longer side of 4x or more) lose their detail when downscaled:
 # the detector then judges a thumbnail of a kind it never saw, and is at chance (the model card measures it).
 MUCH_LARGER = 4 * IMAGE_SIZE
-OOD_NOTE = (
-    "the detector learnt 32x32 CIFAKE images (Stable Diffusion v1.4 against CIFAR-10); on larger photographs "
-    "and other generators it is at chance: 48 % on 100 such images (model card, 'Limitations')"
-)
 
 
 def source_size(source: bytes | str | Path) -> tuple[int, int, str] | None:

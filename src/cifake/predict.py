@@ -25,7 +25,8 @@ import numpy as np
 
 from cifake.errors import CifakeError
 from cifake.fileio import atomic_path, write_csv
-from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, OOD_NOTE, ImageError, load_image, much_larger
+from cifake.generalisation import ood_note
+from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, ImageError, load_image, much_larger
 from cifake.metrics import label_metrics
 from cifake.progress import progress
 
@@ -47,6 +48,7 @@ class PredictSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     downscaled: int = 0  # images much larger than 32x32 (see images.MUCH_LARGER)
+    limits: str = field(default_factory=lambda: ood_note(None))  # the model's measured figures: set by the caller
     path: str = ""  # how the network ran, e.g. "bfloat16 (auto: this CPU has avx512_bf16)" (set by the caller)
 
     def describe(self) -> str:
@@ -57,7 +59,7 @@ class PredictSummary:
         if self.failed:
             text += f"; {len(self.failed)} skipped, listed in {self.errors_file}"
         if self.downscaled:
-            text += f"\nnote: {self.downscaled} images were downscaled from much larger than 32x32; {OOD_NOTE}"
+            text += f"\nnote: {self.downscaled} images were downscaled from much larger than 32x32; {self.limits}"
         return text
 
 
