@@ -174,7 +174,7 @@ def train_denoiser(
             report = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch({"epoch": e + 1, **logs}))
             callbacks.append(report)
         batches = tf.data.Dataset.from_tensor_slices(real).shuffle(len(real), seed=seed).batch(batch_size)
-        model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0)
+        model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)  # shuffled above
     finally:
         keras.mixed_precision.set_global_policy("float32")
     plain = build_denoiser(shape)  # float32 layers, the trained weights
