@@ -105,13 +105,14 @@ def tracked(server, tmp_path_factory):
 
 def test_runs_are_on_the_server_with_names_and_tags(tracked):
     info, _ = tracked
-    assert set(info["runs"]) == {"train", "fgsm_finetune", "evaluate"}
+    assert set(info["runs"]) == {"fakes", "train", "fgsm_finetune", "evaluate"}
     for stage, run in info["runs"].items():
         assert run["name"].startswith(f"{stage}-sample-")
         assert {"git_commit", "dataset.source", "dataset.sha256"} <= set(run["tags"])
     assert "val_accuracy" in info["runs"]["train"]["metrics"]
     assert "val_pgd_accuracy" in info["runs"]["fgsm_finetune"]["metrics"]
     assert "robust_model.clean.accuracy" in info["runs"]["evaluate"]["metrics"]
+    assert "diff_nearest.noise_loss" in info["runs"]["fakes"]["metrics"]  # each own generator's training loss
 
 
 def test_artifacts_are_stored_by_the_server(tracked):
