@@ -1,9 +1,26 @@
-"""Shared by the benchmark scripts: print a result and append it to a JSON-lines file."""
+"""Shared by the benchmark scripts: print a result and keep it (a JSON-lines row or a whole JSON file), and name
+the CPU it ran on."""
 
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo), or the machine type."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.machine()
+
+
+def write_result(result: dict, out: Path) -> None:
+    """Write ``result`` as an indented JSON file (folder made if needed) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
 
 
 def emit(row: dict, out: Path | None) -> None:

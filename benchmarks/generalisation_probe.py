@@ -124,10 +124,10 @@ def cmd_fakes(args) -> None:
 def _grid(folder: Path) -> None:
     from PIL import Image
 
+    from cifake.fakes import grid
+
     for kind in ("sample", "resynth"):
-        x = np.load(folder / f"{kind}.npy")[:64]
-        grid = x.reshape(8, 8, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(256, 256, 3)
-        Image.fromarray(grid).resize((512, 512), Image.Resampling.NEAREST).save(folder / f"{kind}_grid.png")
+        Image.fromarray(grid(np.load(folder / f"{kind}.npy"), scale=2)).save(folder / f"{kind}_grid.png")
 
 
 def fake_sources(args, spec: str) -> dict[str, np.ndarray]:

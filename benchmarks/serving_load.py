@@ -18,7 +18,6 @@ import base64
 import io
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from _results import cpu_name, write_result
 
 from cifake.inference import native_bf16_flags
 
@@ -51,14 +51,6 @@ def images(folder: Path | None, limit: int = 4096) -> list[bytes]:
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
         out.append(buf.getvalue())
     return out
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo), or the machine type."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.machine()
 
 
 def free_port() -> int:
@@ -170,9 +162,7 @@ def main() -> None:
         "bf16_flags": native_bf16_flags(),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
-from serving_load import cpu_name
+from _results import cpu_name, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,9 +95,7 @@ def main() -> None:
         "cpu": cpu_name(),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,28 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def http_ok(url: str, timeout: float = 5.0) -> bool:
+    """Whether a GET of ``url`` answers 200 (a server's health or ping endpoint)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def stop_process(proc, timeout: float) -> None:
+    """Ask a server process started by a test to stop; kill it if it has not within ``timeout`` seconds."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def add_callbacks(patch, before=(), after=()):
     """Make ``fit`` run ``[*before, *its own callbacks, *after]`` (to spy on it, force a metric or kill it)."""
     import cifake.training as training

@@ -28,7 +28,7 @@ from cifake.demo import NEUTRAL, attack, change, classify, input_notes, load_mod
 from cifake.images import ImageError
 from cifake.sample import generate_sample
 
-from .conftest import write_image
+from .conftest import http_ok, write_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -143,11 +143,7 @@ def _free_port() -> int:
 
 
 def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    return http_ok(url + "/_stcore/health", timeout=2)
 
 
 @pytest.fixture(scope="module")

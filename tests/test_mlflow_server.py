@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import TINY, copy_project, git_commit_all, run_ok
+from .conftest import TINY, copy_project, git_commit_all, run_ok, stop_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -72,11 +72,7 @@ def server(tmp_path_factory):
             pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
         time.sleep(0.5)
     yield uri, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, timeout=20)
     log.close()
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from cifake.cli import DEFAULT_MODEL, main
 
-from .conftest import run_ok, write_image
+from .conftest import http_ok, run_ok, stop_process, write_image
 from .test_mlflow_server import _free_port
 from .test_serving import bomb_png
 
@@ -42,26 +42,14 @@ def served(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # a cold start on a loaded 2-core machine: TensorFlow, the model
-    while not _answers(url):
+    while not http_ok(url + "/ping"):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"mlflow models serve did not start:\n{(root / 'serve.log').read_text()[-3000:]}")
         time.sleep(1)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, timeout=30)
     log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/ping", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def post(url: str, body: bytes | str) -> tuple[int, dict | str]:

@@ -70,20 +70,36 @@ def set_scores(rows: dict[str, dict]) -> dict:
     }
 
 
-def score_generator_set(
-    predict: Callable[[np.ndarray], np.ndarray], root: str | Path, p_real: np.ndarray, threshold: float = 0.5
-) -> dict:
-    """Score every generator of the set under ``root`` with ``predict`` (uint8 images to P(Fake)); ``p_real`` is
-    the same model's P(Fake) on real photographs. Returns ``{"per_generator": {...}, "mean": {...},
-    "skipped": [...]}``."""
-    rows, skipped = {}, []
+def load_set(root: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The readable images of every generator of the set under ``root``, and the unreadable files with why."""
+    images, skipped = {}, []
     for name, folder in generator_folders(root).items():
         x, failed = load_folder(folder)
         skipped += [f"{name}/{file}: {why}" for file, why in failed]
         if len(x):
-            rows[name] = generator_scores(np.asarray(predict(x)).reshape(-1), p_real, threshold)
+            images[name] = x
+    return images, skipped
+
+
+def score_loaded(
+    predict: Callable[[np.ndarray], np.ndarray],
+    loaded: tuple[dict[str, np.ndarray], list[str]],
+    p_real: np.ndarray,
+    threshold: float = 0.5,
+) -> dict:
+    """Score a set loaded by :func:`load_set` with ``predict`` (uint8 images to P(Fake)); ``p_real`` is the same
+    model's P(Fake) on real photographs. Returns ``{"per_generator", "mean", "real_called_real", "skipped"}``."""
+    images, skipped = loaded
+    rows = {name: generator_scores(np.asarray(predict(x)).reshape(-1), p_real, threshold) for name, x in images.items()}
     real_called_real = float(np.mean(p_real < threshold)) if len(p_real) else float("nan")
     return {"per_generator": rows, "mean": set_scores(rows), "real_called_real": real_called_real, "skipped": skipped}
+
+
+def score_generator_set(
+    predict: Callable[[np.ndarray], np.ndarray], root: str | Path, p_real: np.ndarray, threshold: float = 0.5
+) -> dict:
+    """:func:`score_loaded` of the set under ``root``."""
+    return score_loaded(predict, load_set(root), p_real, threshold)
 
 
 def score_sets(
@@ -98,8 +114,9 @@ def score_sets(
             out[set_name]["skipped"] = "folder not found"
             log.warning("generator set %s skipped: %s is not a folder", set_name, root)
             continue
+        loaded = load_set(root)  # decoded once, scored by every model
         for name, (predict, p_real) in models.items():
-            out[set_name][name] = score_generator_set(predict, root, p_real)
+            out[set_name][name] = score_loaded(predict, loaded, p_real)
     return out
 
 
