@@ -32,6 +32,9 @@ SHIPPED_RUN = RUNS / "run-2026-12-03-views10"  # the run that made cifake-robust
 SHIPPED_SUITES = RESULTS / "corruption_views10_2026-12-02-wide075-sharpen.jsonl"
 SHIPPED_CLEAN = "cifake-clean.keras"  # the shipped run's clean model (models/model.keras there), a transfer source
 CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
+# benchmarks/generalisation.py on the shipped files: fakes of generators none of them trained on (issue 40)
+GENERALISATION = ROOT / "models" / "pretrained" / "generalisation.json"
+SHIPPED = "cifake-robust.keras"
 NOTEBOOK = ROOT / "docs" / "experiments.md"
 
 # The targets of the robust model, as the results tables print them.
@@ -224,6 +227,36 @@ def cost_rows(robust: dict, folder: Path) -> list[str]:
     ]
 
 
+def generalisation_table(figures: dict, set_name: str = "generators32") -> list[str]:
+    """Share of each generator's fakes called Fake, per shipped model (the shipped one first), with the mean,
+    the worst folder, the mean ROC AUC against CIFAKE test REAL and the share of those photographs called Real."""
+    models = sorted((m for m in figures if set_name in figures[m]["sets"]), key=lambda m: m != SHIPPED)
+    folders = list(figures[models[0]]["sets"][set_name]["per_generator"])
+    names = " | ".join(f.removeprefix("gan_") for f in folders)
+    rows = [f"| model | {names} | mean | worst | AUC | real called Real |", "|---|" + "---|" * (len(folders) + 4)]
+    for model in models:
+        scores = figures[model]["sets"][set_name]
+        cells = [f"{100 * scores['per_generator'][f]['caught']:.0f} %" for f in folders]
+        mean = scores["mean"]
+        cells += [pct(mean["mean_caught"]), f"{100 * mean['min_caught']:.0f} %", f"{mean['mean_roc_auc']:.2f}"]
+        rows.append(f"| `{model}` | " + " | ".join(cells) + f" | {pct(figures[model]['real_called_real'])} |")
+    return rows + ["| target | " + " | ".join(["≥ 50 %"] * len(folders)) + " | ≥ 80 % | ≥ 50 % | | ≥ 95 % |"]
+
+
+def generalisation_limit(figures: dict, set_name: str = "generators32") -> list[str]:
+    """The model card's limitation line on other generators, from the shipped model's measured figures."""
+    scores = figures[SHIPPED]["sets"][set_name]
+    caught = [row["caught"] for row in scores["per_generator"].values()]
+    images = sum(row["images"] for row in scores["per_generator"].values())
+    return [
+        f"- **Other generators {'pass as photographs' if scores['mean']['mean_caught'] < 0.5 else 'are caught'}:** "
+        f"of {images:,} fakes from the {len(caught)} generators above, which it never saw, it calls "
+        f"{pct(scores['mean']['mean_caught'])} Fake ({100 * min(caught):.0f}–{100 * max(caught):.0f} % each; AUC "
+        f"{scores['mean']['mean_roc_auc']:.2f}) and CIFAKE's real test photographs "
+        f"{pct(figures[SHIPPED]['real_called_real'])} Real."
+    ]
+
+
 def history(folder: Path, name: str) -> list[dict]:
     """A training stage's per-epoch rows (``plots/<name>_history.csv``)."""
     with open(folder / "plots" / f"{name}_history.csv", newline="") as fh:
@@ -324,7 +357,10 @@ def card_blocks() -> dict[str, list[str]]:
     suites = {line["suite"]: line for line in read_jsonl(SHIPPED_SUITES)}
     unseen, novel = suites["unseen"], suites["novel"]
     t2 = ev["test_dataset_2"]
+    generalisation = json.loads(GENERALISATION.read_text())
     return {
+        "generalisation": generalisation_table(generalisation),
+        "generalisation-limit": generalisation_limit(generalisation),
         "training": training_lines(SHIPPED_RUN),
         "results": results_table(ev),
         "everyday": corruption_table(ev),
@@ -349,6 +385,7 @@ def notebook_blocks() -> dict[str, list[str]]:
         "corruptions": corruption_results_table(RESULTS),
         "flip-average": flat_table(read_jsonl(RESULTS / "flip_average.jsonl")),
         "weight-interpolation": flat_table(read_jsonl(RESULTS / "weight_interpolation.jsonl")),
+        "generalisation-probes": flat_table([line["summary"] for line in read_jsonl(RESULTS / "generalisation.jsonl")]),
     }
 
 

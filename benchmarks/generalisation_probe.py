@@ -6,6 +6,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py data                      # decode CIFAKE once (train REAL/FAKE, test)
     python benchmarks/generalisation_probe.py diffusion --name diff-nearest --epochs 8 --upsample nearest
     python benchmarks/generalisation_probe.py fakes --name diff-nearest --count 12000
+    python benchmarks/generalisation_probe.py gan --name gan-transpose --epochs 8 --upsample transpose --loss ns
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
     python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
 
@@ -82,6 +83,25 @@ def cmd_diffusion(args) -> None:
     log.info("diffusion %s: %.1f min", args.name, (time.time() - start) / 60)
 
 
+def cmd_gan(args) -> None:
+    from cifake.gan import GanShape, generate, train_gan
+
+    folder = args.root / args.name
+    if (folder / "sample.npy").exists():
+        return
+    start = time.time()
+    generator = train_gan(
+        cifake(args)["train_REAL"], GanShape(tuple(args.widths), args.upsample, args.loss), epochs=args.epochs,
+        batch_size=64, learning_rate=2.0e-4, precision=args.precision, seed=args.seed, backup_dir=folder / "backup",
+        on_epoch=lambda row: log.info("%s", row),
+    )  # fmt: skip
+    generator.save(folder / "generator.keras")
+    np.save(folder / "sample.partial.npy", jpeg75(generate(generator, args.count, seed=args.seed)))
+    (folder / "sample.partial.npy").rename(folder / "sample.npy")
+    _grid(folder, ("sample",))
+    log.info("gan %s: %.1f min", args.name, (time.time() - start) / 60)
+
+
 def _epoch_log():
     import keras
 
@@ -121,12 +141,12 @@ def cmd_fakes(args) -> None:
     _grid(folder)
 
 
-def _grid(folder: Path) -> None:
+def _grid(folder: Path, kinds=("sample", "resynth")) -> None:
     from PIL import Image
 
     from cifake.fakes import grid
 
-    for kind in ("sample", "resynth"):
+    for kind in kinds:
         Image.fromarray(grid(np.load(folder / f"{kind}.npy"), scale=2)).save(folder / f"{kind}_grid.png")
 
 
@@ -209,7 +229,7 @@ def train_and_score(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "diffusion", "fakes", "detect"])
+    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "detect"])
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
     parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
@@ -220,6 +240,7 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=None)
     parser.add_argument("--blocks", type=int, default=1)
     parser.add_argument("--upsample", default="nearest")
+    parser.add_argument("--loss", default="ns", help="GAN loss: ns or hinge")
     parser.add_argument("--precision", default="mixed_bfloat16")
     parser.add_argument("--count", type=int, default=12000)
     parser.add_argument("--steps", type=int, default=10)
@@ -230,10 +251,11 @@ def main() -> None:
     parser.add_argument("--everyday", type=float, default=0.5)
     args = parser.parse_args()
     if args.widths is None:
-        args.widths = [32, 64, 96] if args.step == "diffusion" else [32, 64, 128]
+        args.widths = {"diffusion": [32, 64, 96], "gan": [256, 128, 64]}.get(args.step, [32, 64, 128])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
-    {"data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "detect": cmd_detect}[args.step](args)
+    steps = {"data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "detect": cmd_detect}
+    steps[args.step](args)
 
 
 if __name__ == "__main__":

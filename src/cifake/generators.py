@@ -80,7 +80,9 @@ def _residual(x, width: int):
     return keras.layers.Add()([x, skip])
 
 
-def _upsample(x, width: int, kind: str):
+def upsample(x, width: int, kind: str):
+    """Double ``x``'s height and width to ``width`` channels: a ``transpose`` convolution, or a ``nearest`` or
+    ``bilinear`` resize then a convolution (each leaves its own traces in what a generator makes)."""
     if kind == "transpose":
         return keras.layers.Conv2DTranspose(width, 4, strides=2, padding="same")(x)
     x = NearestUpsampling()(x) if kind == "nearest" else keras.layers.UpSampling2D(2, interpolation=kind)(x)
@@ -105,7 +107,7 @@ def build_denoiser(shape: DenoiserShape = DenoiserShape(), size: int = 32) -> ke
     for _ in range(shape.blocks):
         x = _residual(x, shape.widths[-1])
     for width in reversed(shape.widths[:-1]):
-        x = _upsample(x, width, shape.upsample)
+        x = upsample(x, width, shape.upsample)
         for _ in range(shape.blocks):
             x = _residual(keras.layers.Concatenate()([x, skips.pop()]), width)
     out = keras.layers.Conv2D(3, 1, kernel_initializer="zeros", dtype="float32")(x)
