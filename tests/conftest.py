@@ -108,8 +108,9 @@ TINY = {
     ("perturb", "pgd_steps"): 2,
     ("evaluate", "epsilons"): [0.0078431, 0.0313725],
     ("fakes", "widths"): [8, 16],
+    ("fakes", "gans", "widths"): [16, 8, 8],
     ("fakes", "sample_images"): 16,
-    ("train", "fakes"): {"diff_nearest_resynth": 0.25},  # the clean model draws on the own fakes
+    ("train", "fakes"): {"diff_nearest_resynth": 0.25, "gan_nearest_sample": 0.25},  # the clean model draws on both
 }
 
 

@@ -77,7 +77,9 @@ def test_own_fakes_are_written_as_cifake_and_scored_held_out(project):
     dest, _, log = project
     assert "Running stage 'fakes'" in log
     fk = yaml.safe_load((dest / "params.yaml").read_text())["fakes"]
-    folders = sorted(f"{g}_{k}" for g in fk["generators"] for k in fk["kinds"])
+    folders = sorted(
+        [f"{g}_{k}" for g in fk["generators"] for k in fk["kinds"]] + [f"{g}_sample" for g in fk["gans"]["generators"]]
+    )
     for which in ("train", "heldout"):
         assert sorted(p.name for p in (dest / "data/fakes" / which).iterdir()) == folders
         for folder in folders:
@@ -88,7 +90,7 @@ def test_own_fakes_are_written_as_cifake_and_scored_held_out(project):
                     assert (img.format, img.size, img.quantization) == ("JPEG", (32, 32), jpeg_q75_tables())
     assert not (dest / "checkpoints/fakes").exists()
     ev = json.loads((dest / "metrics/evaluate.json").read_text())["generalisation"]
-    assert ev["trained_on_own_fakes"] == ["diff_nearest_resynth"]
+    assert ev["trained_on_own_fakes"] == ["diff_nearest_resynth", "gan_nearest_sample"]
     assert ev["sets"]["generators32"]["skipped"] == "folder not found"  # the copy has no ../shared beside it
     own = ev["sets"]["own_heldout"]
     for model in ("clean_model", "robust_model"):

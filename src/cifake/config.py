@@ -8,21 +8,19 @@ key and what is allowed, before any long work starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cifake.errors import CifakeError
+from cifake.fakes_params import FakesParams
 from cifake.param_errors import describe_error
+from cifake.section import Section as _Section
 
 
 class ConfigError(CifakeError, ValueError):
     """Raised when ``params.yaml`` cannot be read or does not validate."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Epsilon = Field(gt=0.0, le=1.0, description="L-inf radius on the 0-1 pixel scale")
@@ -203,28 +201,6 @@ class EvaluateParams(_Section):
         if any(not 0.0 < e <= 1.0 for e in eps):
             raise ValueError("every epsilon must lie in (0, 1] (0-1 pixel scale)")
         return eps
-
-
-class FakesParams(_Section):
-    """The training fakes the project makes itself (stage ``fakes``; :mod:`cifake.generators`)."""
-
-    generators: dict[str, Literal["nearest", "bilinear", "transpose"]] = Field(min_length=1)  # name -> upsampling
-    kinds: tuple[Literal["sample", "resynth"], ...] = Field(min_length=1)
-    widths: tuple[int, ...] = Field(min_length=2)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0.0)
-    precision: Literal["float32", "mixed_bfloat16", "auto"]
-    images: int = Field(ge=1, description="training fakes made per generator and kind")
-    heldout_images: int = Field(ge=1, description="fakes per generator and kind kept for evaluate")
-    steps: int = Field(ge=1, description="DDIM steps from pure noise; resynthesis takes its strength's share")
-    strengths: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = Field(min_length=1)  # resynthesis's noise
-    sample_epochs: int = Field(ge=1, description="on the offline sample (data.source: sample)")
-    sample_images: int = Field(ge=1, description="on the offline sample: fakes per generator, kind and set")
-
-    def folders(self) -> list[str]:
-        """The folder names the stage writes, one per generator and kind."""
-        return [f"{name}_{kind}" for name in self.generators for kind in self.kinds]
 
 
 class PerturbParams(_Section):

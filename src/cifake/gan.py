@@ -155,5 +155,13 @@ def train_gan(
 def generate(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
     """``n`` uint8 images from the generator (deterministic for a seed)."""
     z = np.random.default_rng(seed).standard_normal((n, generator.input_shape[-1])).astype(np.float32)
-    pixels = generator.predict(z, batch_size=batch_size, verbose=0)
-    return np.clip(np.rint((pixels + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    out = np.empty((n, *generator.output_shape[1:]), np.uint8)
+    for lo in range(0, n, batch_size):  # called, not Model.predict: its tf.data graph logs an E0000 line
+        pixels = np.asarray(generator(z[lo : lo + batch_size], training=False))
+        out[lo : lo + batch_size] = np.clip(np.rint((pixels + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return out
+
+
+def load_generator(path: str | Path) -> keras.Model:
+    """A generator saved with :func:`cifake.model.save_model` (built-in layers only)."""
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
