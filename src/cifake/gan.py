@@ -90,6 +90,8 @@ class Gan(keras.Model):
         return [self.d_tracker, self.g_tracker]
 
     def _loss_pair(self, real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(discriminator loss, generator loss) from the discriminator's logits on real and generated images; the
+        generator's depends on ``fake_logits`` only."""
         if self.loss_kind == "hinge":
             d_loss = tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
             return d_loss, -tf.reduce_mean(fake_logits)
