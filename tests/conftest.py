@@ -171,3 +171,24 @@ def git_commit_all(dest: Path, env) -> None:
     run_ok(git[:1] + ["init", "-q"], dest, env)
     run_ok(git + ["add", "-A"], dest, env)
     run_ok(git + ["commit", "-qm", "copy"], dest, env)
+
+
+class Killed(Exception):
+    """Stands for a kill in the middle of a training run."""
+
+
+def killed_then_resumed(train, backup: Path):
+    """Run ``train(epochs, on_epoch)`` killed after its first epoch, then again to its end: the epochs each run
+    reported, whether the ``backup`` folder was there after the kill, and what the second run returned."""
+    seen, resumed = [], []
+
+    def die_after_first(row):
+        seen.append(row["epoch"])
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(3, die_after_first)
+    kept = backup.is_dir()
+    model = train(3, lambda row: resumed.append(row["epoch"]))
+    return seen, resumed, kept, model

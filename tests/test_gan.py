@@ -5,13 +5,11 @@ import pytest
 
 from cifake.gan import Gan, GanShape, build_discriminator, build_generator, generate, train_gan
 
+from .conftest import killed_then_resumed
+
 pytestmark = pytest.mark.model
 
 SHAPE = GanShape(widths=(16, 8, 4), upsample="transpose", loss="ns", latent=8)
-
-
-class Killed(Exception):
-    pass
 
 
 def _reals(n=64, seed=0):
@@ -81,18 +79,11 @@ def test_the_losses_reward_what_each_network_wants():
 
 
 def test_a_killed_training_resumes_after_its_last_epoch(tmp_path):
-    seen = []
+    def train(epochs, on_epoch):
+        return _train(tmp_path, epochs, on_epoch=on_epoch)
 
-    def die_after_first(row):
-        seen.append(row["epoch"])
-        if row["epoch"] == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        _train(tmp_path, epochs=3, on_epoch=die_after_first)
-    assert (tmp_path / "backup").is_dir()
-    resumed = []
-    generator = _train(tmp_path, epochs=3, on_epoch=lambda row: resumed.append(row["epoch"]))
+    seen, resumed, kept, generator = killed_then_resumed(train, tmp_path / "backup")
+    assert kept  # the kill left the backup behind
     assert seen == [1] and resumed == [2, 3]  # epoch 1 is not trained again
     assert not (tmp_path / "backup").exists()  # removed once training ended
     assert generator.dtype_policy.name == "float32"

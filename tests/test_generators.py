@@ -15,6 +15,8 @@ from cifake.generators import (
 )
 from cifake.model import save_model
 
+from .conftest import killed_then_resumed
+
 pytestmark = pytest.mark.model
 
 SHAPE = DenoiserShape(widths=(8, 16), blocks=1, upsample="transpose")
@@ -22,10 +24,6 @@ SHAPE = DenoiserShape(widths=(8, 16), blocks=1, upsample="transpose")
 
 def _reals(n=64, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-
-
-class Killed(Exception):
-    pass
 
 
 def _train(tmp_path, epochs, on_epoch=None):
@@ -67,18 +65,11 @@ def test_nearest_upsampling_is_keras_upsampling():
 
 
 def test_a_killed_training_resumes_after_its_last_epoch(tmp_path):
-    seen = []
+    def train(epochs, on_epoch):
+        return _train(tmp_path, epochs, on_epoch=on_epoch)
 
-    def die_after_first(row):
-        seen.append(row["epoch"])
-        if row["epoch"] == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        _train(tmp_path, epochs=3, on_epoch=die_after_first)
-    assert (tmp_path / "backup").is_dir()
-    resumed = []
-    denoiser = _train(tmp_path, epochs=3, on_epoch=lambda row: resumed.append(row["epoch"]))
+    seen, resumed, kept, denoiser = killed_then_resumed(train, tmp_path / "backup")
+    assert kept  # the kill left the backup behind
     assert seen == [1] and resumed == [2, 3]  # epoch 1 is not trained again
     assert not (tmp_path / "backup").exists()  # removed once training ended
     assert denoiser.dtype_policy.name == "float32"

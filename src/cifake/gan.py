@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifake.generators import upsample
+from cifake.generators import fit_resumably, float32_copy, upsample
 
 
 @dataclass(frozen=True)
@@ -141,17 +141,10 @@ def train_gan(
         generator = build_generator(shape)
         gan = Gan(generator, build_discriminator(shape), shape.loss, seed=seed)
         gan.compile(*(keras.optimizers.Adam(learning_rate, beta_1=0.5, beta_2=0.999) for _ in range(2)))
-        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(backup_dir))]
-        if on_epoch:
-            report = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch({"epoch": e + 1, **logs}))
-            callbacks.append(report)
-        batches = tf.data.Dataset.from_tensor_slices(real).shuffle(len(real), seed=seed).batch(batch_size)
-        gan.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)  # shuffled above
+        fit_resumably(gan, real, epochs, batch_size, seed, backup_dir, on_epoch)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    plain = build_generator(shape)  # float32 layers, the trained weights
-    plain.set_weights([np.asarray(w, dtype=np.float32) for w in generator.get_weights()])
-    return plain
+    return float32_copy(build_generator(shape), generator)
 
 
 def generate(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:

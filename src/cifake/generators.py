@@ -171,16 +171,35 @@ def train_denoiser(
         denoiser = build_denoiser(shape)
         model = Diffusion(denoiser, seed=seed)
         model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1.0e-4))
-        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(backup_dir))]
-        if on_epoch:
-            report = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch({"epoch": e + 1, **logs}))
-            callbacks.append(report)
-        batches = tf.data.Dataset.from_tensor_slices(real).shuffle(len(real), seed=seed).batch(batch_size)
-        model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)  # shuffled above
+        fit_resumably(model, real, epochs, batch_size, seed, backup_dir, on_epoch)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    plain = build_denoiser(shape)  # float32 layers, the trained weights
-    plain.set_weights([np.asarray(w, dtype=np.float32) for w in denoiser.get_weights()])
+    return float32_copy(build_denoiser(shape), denoiser)
+
+
+def fit_resumably(
+    model: keras.Model,
+    real: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    backup_dir: str | Path,
+    on_epoch: Callable[[dict], None] | None,
+) -> None:
+    """``model.fit`` on the uint8 images ``real``, shuffled with ``seed``: a killed run resumes after its last
+    finished epoch (``keras.callbacks.BackupAndRestore`` in ``backup_dir``, removed once training ends), and
+    ``on_epoch`` gets ``{"epoch": n, <the model's metrics>}`` after each epoch."""
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(str(backup_dir))]
+    if on_epoch:
+        report = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch({"epoch": e + 1, **logs}))
+        callbacks.append(report)
+    batches = tf.data.Dataset.from_tensor_slices(real).shuffle(len(real), seed=seed).batch(batch_size)
+    model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)  # shuffled above
+
+
+def float32_copy(plain: keras.Model, trained: keras.Model) -> keras.Model:
+    """``plain`` (the same network built with float32 layers) given ``trained``'s weights as float32."""
+    plain.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_weights()])
     return plain
 
 
