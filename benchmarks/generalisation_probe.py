@@ -7,6 +7,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py diffusion --name diff-nearest --epochs 8 --upsample nearest
     python benchmarks/generalisation_probe.py fakes --name diff-nearest --count 12000
     python benchmarks/generalisation_probe.py gan --name gan-transpose --epochs 8 --upsample transpose --loss ns
+    python benchmarks/generalisation_probe.py ae --name ae-transpose --epochs 5 --upsample transpose --lr 1e-3
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
     python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
 
@@ -100,6 +101,54 @@ def cmd_gan(args) -> None:
     (folder / "sample.partial.npy").rename(folder / "sample.npy")
     _grid(folder, ("sample",))
     log.info("gan %s: %.1f min", args.name, (time.time() - start) / 60)
+
+
+def cmd_ae(args) -> None:
+    """An autoencoder with a generator's body (:mod:`cifake.autoencoder`); its fakes redraw the first
+    ``--count`` real images, the same photographs the detector sees as real (paired)."""
+    from cifake.autoencoder import redraw, train_autoencoder
+    from cifake.gan import GanShape
+
+    folder = args.root / args.name
+    if (folder / "recon.npy").exists():
+        return
+    real = cifake(args)["train_REAL"]
+    start = time.time()
+    network = train_autoencoder(
+        real, GanShape(tuple(args.widths), args.upsample), epochs=args.epochs, batch_size=128,
+        learning_rate=args.lr, precision=args.precision, seed=args.seed, backup_dir=folder / "backup",
+        on_epoch=lambda row: log.info("%s", row),
+    )  # fmt: skip
+    network.save(folder / "autoencoder.keras")
+    np.save(folder / "recon.partial.npy", jpeg75(redraw(network, real[: args.count])))
+    (folder / "recon.partial.npy").rename(folder / "recon.npy")
+    _grid(folder, ("recon",))
+    log.info("autoencoder %s: %.1f min", args.name, (time.time() - start) / 60)
+
+
+def cmd_warp(args) -> None:
+    """Real photographs with their shapes bent (a smooth random displacement field, ``--amplitude`` pixels at
+    most, drawn on a ``--grid`` x ``--grid`` lattice): pseudo-fakes whose pixels and textures are real and whose
+    objects are not, like a GAN's melted shapes (the self-blended-images idea, Shiohara & Yamasaki 2022)."""
+    from scipy.ndimage import map_coordinates, zoom
+
+    folder = args.root / args.name
+    if (folder / "warped.npy").exists():
+        return
+    real = cifake(args)["train_REAL"][: args.count]
+    rng = np.random.default_rng(args.seed + 2)
+    scale = rng.uniform(0.3, 1.0, (len(real), 1, 1, 1)) * args.amplitude
+    coarse = rng.uniform(-1.0, 1.0, (len(real), 2, args.grid, args.grid)) * scale
+    field = zoom(coarse, (1, 1, 32 / args.grid, 32 / args.grid), order=3, mode="grid-wrap", grid_mode=True)
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float32)
+    out = np.empty_like(real)
+    for i, image in enumerate(real.astype(np.float32)):
+        where = [rows + field[i, 0], cols + field[i, 1]]
+        for c in range(3):
+            out[i, ..., c] = np.clip(np.rint(map_coordinates(image[..., c], where, order=3, mode="mirror")), 0, 255)
+    np.save(folder / "warped.partial.npy", jpeg75(out))
+    (folder / "warped.partial.npy").rename(folder / "warped.npy")
+    _grid(folder, ("warped",))
 
 
 def _epoch_log():
@@ -241,7 +290,7 @@ def residual_front(model):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "detect"])
+    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "detect"])
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
     parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
@@ -257,6 +306,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=12000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.45, 0.6])
+    parser.add_argument("--amplitude", type=float, default=3.0, help="warp: largest displacement in pixels")
+    parser.add_argument("--grid", type=int, default=4, help="warp: lattice the displacement field is drawn on")
     parser.add_argument("--fakes", default="sd=24000")
     parser.add_argument("--reals", type=int, default=24000)
     parser.add_argument("--stem-stride", type=int, default=1)
@@ -264,10 +315,14 @@ def main() -> None:
     parser.add_argument("--input", choices=["pixels", "residual"], default="pixels", help="what the detector sees")
     args = parser.parse_args()
     if args.widths is None:
-        args.widths = {"diffusion": [32, 64, 96], "gan": [256, 128, 64]}.get(args.step, [32, 64, 128])
+        defaults = {"diffusion": [32, 64, 96], "gan": [256, 128, 64], "ae": [256, 128, 64]}
+        args.widths = defaults.get(args.step, [32, 64, 128])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
-    steps = {"data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "detect": cmd_detect}
+    steps = {
+        "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
+        "warp": cmd_warp, "detect": cmd_detect,
+    }  # fmt: skip
     steps[args.step](args)
 
 

@@ -33,19 +33,22 @@ class GanShape:
 
 
 def build_generator(shape: GanShape) -> keras.Model:
-    """Latent vector -> 32x32 image in [-1, 1]: a dense 4x4 map, then one upsampling per doubling."""
-    if shape.upsample not in ("nearest", "bilinear", "transpose"):
-        raise ValueError(f"unknown upsampling {shape.upsample!r}: nearest, bilinear or transpose")
+    """Latent vector -> 32x32 image in [-1, 1]: a dense 4x4 map, then :func:`decode`."""
     z = keras.Input((shape.latent,), name="latent")
     x = keras.layers.Dense(4 * 4 * shape.widths[0], use_bias=False)(z)
     x = keras.layers.Reshape((4, 4, shape.widths[0]))(x)
-    for width in shape.widths[1:]:
+    return keras.Model(z, decode(x, shape), name=f"generator_{shape.upsample}")
+
+
+def decode(x, shape: GanShape):
+    """A generator's body: its 4x4 map ``x`` -> 32x32 image in [-1, 1], one upsampling per doubling (the last
+    one makes the three colour channels, as in DCGAN)."""
+    if shape.upsample not in ("nearest", "bilinear", "transpose"):
+        raise ValueError(f"unknown upsampling {shape.upsample!r}: nearest, bilinear or transpose")
+    for width in (*shape.widths[1:], 3):
         x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
         x = upsample(x, width, shape.upsample)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-    x = upsample(x, 3, shape.upsample)
-    out = keras.layers.Activation("tanh", dtype="float32")(x)
-    return keras.Model(z, out, name=f"generator_{shape.upsample}")
+    return keras.layers.Activation("tanh", dtype="float32")(x)
 
 
 def build_discriminator(shape: GanShape) -> keras.Model:
