@@ -151,6 +151,89 @@ def cmd_warp(args) -> None:
     _grid(folder, ("warped",))
 
 
+def cifar_classes(folder: Path) -> np.ndarray:
+    """CIFAR-10 class index of each image in ``folder``, in load order: CIFAKE names class k+1 ``NNNN (k+1).jpg``,
+    and class 1 plain ``NNNN.jpg``."""
+    from cifake.generalisation import _image_files
+
+    names = [p.stem for p in _image_files(folder)]
+    return np.array([int(n.split("(")[1].rstrip(")")) - 1 if "(" in n else 0 for n in names])
+
+
+def semantic_net(widths=(64, 128, 256)):
+    import keras
+
+    x = inputs = keras.Input((32, 32, 3))
+    x = keras.layers.RandomFlip("horizontal")(x)
+    x = keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect")(x)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+    for i, width in enumerate(widths):
+        for _ in range(2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.Activation("gelu")(keras.layers.BatchNormalization()(x))
+        x = keras.layers.MaxPooling2D()(x) if i < len(widths) - 1 else keras.layers.GlobalMaxPooling2D()(x)
+    features = keras.layers.Activation("linear", name="features")(x)
+    logits = keras.layers.Dense(10, dtype="float32")(features)
+    return keras.Model(inputs, logits)
+
+
+def cmd_semantic(args) -> None:
+    """A CIFAR-10 classifier trained on CIFAKE train/REAL only; scores how sure it is of each image's class
+    (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image)."""
+    import keras
+
+    from cifake.generalisation import generator_scores, load_folder
+
+    folder = args.root / args.name
+    path = folder / "classifier.keras"
+    data = cifake(args)
+    if not path.exists():
+        keras.mixed_precision.set_global_policy(args.precision)
+        keras.utils.set_random_seed(args.seed)
+        model = semantic_net(tuple(args.widths))
+        steps = args.epochs * (50000 // 256 + 1)
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
+        model.compile(
+            keras.optimizers.AdamW(schedule, weight_decay=5.0e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        y = cifar_classes(args.cifake / "train" / "REAL")
+        backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
+        model.fit(
+            data["train_REAL"], y, batch_size=256, epochs=args.epochs, callbacks=[backup, _epoch_log()], verbose=0
+        )
+        keras.mixed_precision.set_global_policy("float32")
+        plain = semantic_net(tuple(args.widths))
+        plain.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+        plain.save(path)
+    model = keras.saving.load_model(path)
+    test_y = cifar_classes(args.cifake / "test" / "REAL")
+
+    def scores(images):
+        logits = np.concatenate(
+            [np.asarray(model(images[i : i + 500], training=False)) for i in range(0, len(images), 500)]
+        )
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return {"unsure": 1 - p.max(1), "entropy": -(p * np.log(p + 1e-12)).sum(1)}, logits
+
+    real, logits = scores(data["test_REAL"][:2000])
+    log.info("test accuracy %.4f", np.mean(logits.argmax(1) == test_y[:2000]))
+    sets = {"sd_test": data["test_FAKE"][:2000]}
+    sets |= {d.name: load_folder(d)[0] for d in sorted(args.validation.iterdir()) if d.is_dir()}
+    for kind in ("unsure", "entropy"):
+        rows = {}
+        for name, images in sets.items():
+            fake = scores(images)[0][kind]
+            threshold = np.quantile(real[kind], 0.95)  # 95 % of real photographs called Real
+            rows[name] = (
+                generator_scores(fake, real[kind], threshold)["caught"],
+                generator_scores(fake, real[kind])["roc_auc"],
+            )
+        log.info("%s: %s", kind, {k: (round(c, 3), round(a, 3)) for k, (c, a) in rows.items()})
+
+
 def _epoch_log():
     import keras
 
@@ -290,7 +373,7 @@ def residual_front(model):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "detect"])
+    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "detect"])
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
     parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
@@ -315,13 +398,13 @@ def main() -> None:
     parser.add_argument("--input", choices=["pixels", "residual"], default="pixels", help="what the detector sees")
     args = parser.parse_args()
     if args.widths is None:
-        defaults = {"diffusion": [32, 64, 96], "gan": [256, 128, 64], "ae": [256, 128, 64]}
+        defaults = {"diffusion": [32, 64, 96], "gan": [256, 128, 64], "ae": [256, 128, 64], "semantic": [64, 128, 256]}
         args.widths = defaults.get(args.step, [32, 64, 128])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
     steps = {
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
-        "warp": cmd_warp, "detect": cmd_detect,
+        "warp": cmd_warp, "semantic": cmd_semantic, "detect": cmd_detect,
     }  # fmt: skip
     steps[args.step](args)
 

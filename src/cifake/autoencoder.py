@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifake.gan import GanShape, decode
-from cifake.generators import fit_resumably, float32_copy
+from cifake.generators import fit_resumably, float32_copy, uint8_pixels, unit_pixels
 
 
 def build_autoencoder(shape: GanShape) -> keras.Model:
@@ -50,7 +50,7 @@ class Autoencoder(keras.Model):
         return self.network(inputs, training=training)
 
     def train_step(self, data):
-        images = tf.cast(data, tf.float32) / 127.5 - 1.0
+        images = unit_pixels(data)
         with tf.GradientTape() as tape:
             redrawn = tf.cast(self.network(images, training=True), tf.float32)
             loss = tf.reduce_mean(tf.abs(redrawn - images))
@@ -91,7 +91,5 @@ def redraw(network: keras.Model, images: np.ndarray, batch_size: int = 512) -> n
     """uint8 images redrawn by a trained autoencoder, as uint8."""
     out = np.empty_like(images, dtype=np.uint8)
     for lo in range(0, len(images), batch_size):  # called, not Model.predict: its tf.data graph logs an E0000 line
-        batch = images[lo : lo + batch_size].astype(np.float32) / 127.5 - 1.0
-        pixels = np.asarray(network(batch, training=False))
-        out[lo : lo + batch_size] = np.clip(np.rint((pixels + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        out[lo : lo + batch_size] = uint8_pixels(network(unit_pixels(images[lo : lo + batch_size]), training=False))
     return out

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifake.generators import fit_resumably, float32_copy, upsample
+from cifake.generators import fit_resumably, float32_copy, uint8_pixels, unit_pixels, upsample
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Gan(keras.Model):
         return keras.random.normal((n, self.generator.input_shape[-1]), seed=self.seed)
 
     def train_step(self, data):
-        real = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], tf.float32) / 127.5 - 1.0
+        real = unit_pixels(keras.utils.unpack_x_y_sample_weight(data)[0])
         n = tf.shape(real)[0]
         with tf.GradientTape() as tape:
             fake = self.generator(self._latents(n), training=True)
@@ -155,8 +155,7 @@ def generate(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 51
     z = np.random.default_rng(seed).standard_normal((n, generator.input_shape[-1])).astype(np.float32)
     out = np.empty((n, *generator.output_shape[1:]), np.uint8)
     for lo in range(0, n, batch_size):  # called, not Model.predict: its tf.data graph logs an E0000 line
-        pixels = np.asarray(generator(z[lo : lo + batch_size], training=False))
-        out[lo : lo + batch_size] = np.clip(np.rint((pixels + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        out[lo : lo + batch_size] = uint8_pixels(generator(z[lo : lo + batch_size], training=False))
     return out
 
 

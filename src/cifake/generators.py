@@ -132,7 +132,7 @@ class Diffusion(keras.Model):
         return self.denoiser(inputs, training=training)
 
     def train_step(self, data):
-        images = tf.cast(data, tf.float32) / 127.5 - 1.0
+        images = unit_pixels(data)
         n = tf.shape(images)[0]
         noises = keras.random.normal(tf.shape(images), seed=self.seed)
         times = keras.random.uniform((n, 1, 1, 1), seed=self.seed)
@@ -197,6 +197,16 @@ def fit_resumably(
     model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)  # shuffled above
 
 
+def unit_pixels(images) -> tf.Tensor:
+    """uint8 pixels (an array or a tensor) as float32 in [-1, 1], the range every generator here works in."""
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def uint8_pixels(unit) -> np.ndarray:
+    """Pixels in [-1, 1] (an array or a tensor) rounded back to uint8."""
+    return np.clip(np.rint((np.asarray(unit, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def float32_copy(plain: keras.Model, trained: keras.Model) -> keras.Model:
     """``plain`` (the same network built with float32 layers) given ``trained``'s weights as float32."""
     plain.set_weights([np.asarray(w, dtype=np.float32) for w in trained.get_weights()])
@@ -215,8 +225,7 @@ def _denoise_from(denoiser: keras.Model, noisy: np.ndarray, start: float, steps:
             image = (x - noise_rates * noise) / signal_rates
             next_noise, next_signal = diffusion_rates(tf.fill((x.shape[0], 1, 1, 1), t_next))
             x = next_signal * image + next_noise * noise
-        pixels = (image.numpy() + 1.0) * 127.5  # the last step's image estimate
-        out[lo : lo + batch_size] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        out[lo : lo + batch_size] = uint8_pixels(image)  # the last step's image estimate
     return out
 
 
@@ -233,7 +242,7 @@ def resynthesise(
     denoised again (SDEdit) in ``steps`` x ``strength`` DDIM steps. Images of equal strength run together,
     so draw strengths from a few values."""
     rng = np.random.default_rng(seed)
-    x = images.astype(np.float32) / 127.5 - 1.0
+    x = unit_pixels(images).numpy()
     strength = np.broadcast_to(np.asarray(strength, dtype=np.float32), (len(images),))
     out = np.empty_like(images)
     for t in np.unique(strength):
