@@ -182,8 +182,6 @@ def cmd_semantic(args) -> None:
     (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image)."""
     import keras
 
-    from cifake.generalisation import generator_scores, load_folder
-
     folder = args.root / args.name
     path = folder / "classifier.keras"
     data = cifake(args)
@@ -209,29 +207,51 @@ def cmd_semantic(args) -> None:
         plain.save(path)
     model = keras.saving.load_model(path)
     test_y = cifar_classes(args.cifake / "test" / "REAL")
+    features = keras.Model(model.input, [model.output, model.get_layer("features").output])
 
-    def scores(images):
-        logits = np.concatenate(
-            [np.asarray(model(images[i : i + 500], training=False)) for i in range(0, len(images), 500)]
-        )
+    def embed(images):
+        parts = [features(images[i : i + 500], training=False) for i in range(0, len(images), 500)]
+        return tuple(np.concatenate([np.asarray(part[k]) for part in parts]) for k in (0, 1))
+
+    logits, _ = embed(data["test_REAL"][:2000])
+    log.info("CIFAR-10 test accuracy %.4f", np.mean(logits.argmax(1) == test_y[:2000]))
+    for kind, score in semantic_scores(embed, data).items():
+        threshold = float(np.quantile(score(data["test_REAL"][2000:4000]), 0.95))
+        args.name = f"{folder.name}:{kind}"
+        fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
+        _append({"name": args.name, "fakes": fakes, "input": kind} | scored(args, data, score, threshold=threshold))
+
+
+def semantic_scores(embed, data) -> dict:
+    """Scores of fakeness from the classifier: its doubt (1 - max softmax), a logistic regression on its
+    features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest
+    real photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def doubt(images):
+        logits = embed(images)[0]
         p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        return {"unsure": 1 - p.max(1), "entropy": -(p * np.log(p + 1e-12)).sum(1)}, logits
+        return 1 - p.max(1) / p.sum(1)
 
-    real, logits = scores(data["test_REAL"][:2000])
-    log.info("test accuracy %.4f", np.mean(logits.argmax(1) == test_y[:2000]))
-    sets = {"sd_test": data["test_FAKE"][:2000]}
-    sets |= {d.name: load_folder(d)[0] for d in sorted(args.validation.iterdir()) if d.is_dir()}
-    for kind in ("unsure", "entropy"):
-        rows = {}
-        for name, images in sets.items():
-            fake = scores(images)[0][kind]
-            threshold = np.quantile(real[kind], 0.95)  # 95 % of real photographs called Real
-            rows[name] = (
-                generator_scores(fake, real[kind], threshold)["caught"],
-                generator_scores(fake, real[kind])["roc_auc"],
-            )
-        log.info("%s: %s", kind, {k: (round(c, 3), round(a, 3)) for k, (c, a) in rows.items()})
+    real, fake = embed(data["test_REAL"][4000:])[1], embed(data["test_FAKE"][4000:])[1]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
+    scaler = StandardScaler().fit(real)
+    neighbours = NearestNeighbors(n_neighbors=5).fit(scaler.transform(real))
+    return {
+        "doubt": doubt,
+        "linear-sd": lambda images: probe.predict_proba(embed(images)[1])[:, 1],
+        "knn-real": lambda images: neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1),
+    }
+
+
+def _append(record: dict) -> None:
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    log.info("%s", json.dumps(record["summary"]))
 
 
 def _epoch_log():
@@ -302,17 +322,13 @@ def cmd_detect(args) -> None:
     if args.name in done:
         log.info("%s already in %s", args.name, RESULTS)
         return
-    record = train_and_score(args)
-    with open(RESULTS, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-    log.info("%s", json.dumps(record["summary"]))
+    _append(train_and_score(args))
 
 
 def train_and_score(args) -> dict:
     from cifake.config import ModelParams
     from cifake.dataset import Split
     from cifake.fitconfig import FitConfig
-    from cifake.generalisation import generator_scores, score_generator_set, set_scores
     from cifake.model import build_model, predict_proba
     from cifake.training import fit
 
@@ -341,15 +357,23 @@ def train_and_score(args) -> dict:
     def predict(images):
         return predict_proba(result.model, images).reshape(-1)
 
-    p_real = predict(data["test_REAL"][:2000])
     record = {"name": args.name, "fakes": args.fakes, "reals": len(real), "epochs": args.epochs, "input": args.input}
-    record["train_minutes"] = minutes
-    record["validation"] = score_generator_set(predict, args.validation, p_real)
-    held_out = {k: v for k, v in own_generators(args).items() if k not in fakes}
-    rows = {k: generator_scores(predict(v[:1000]), p_real) for k, v in held_out.items()}
+    return record | scored(args, data, predict, skip=fakes, minutes=minutes)
+
+
+def scored(args, data, predict, skip=(), minutes=0.0, threshold=0.5) -> dict:
+    """``predict`` (images -> P(Fake) or any score) on the validation set, the own generators not in ``skip``,
+    and CIFAKE test REAL/FAKE, with a summary line; ``threshold`` is where it calls Fake."""
+    from cifake.generalisation import generator_scores, score_generator_set, set_scores
+
+    p_real = predict(data["test_REAL"][:2000])
+    record = {"train_minutes": minutes, "threshold": threshold}
+    record["validation"] = score_generator_set(predict, args.validation, p_real, threshold)
+    held_out = {k: v for k, v in own_generators(args).items() if k not in skip}
+    rows = {k: generator_scores(predict(v[:1000]), p_real, threshold) for k, v in held_out.items()}
     record["own_held_out"] = {"per_generator": rows, "mean": set_scores(rows) if rows else None}
-    record["sd_test_caught"] = float(np.mean(predict(data["test_FAKE"][:2000]) >= 0.5))
-    record["real_called_real"] = float(np.mean(p_real < 0.5))
+    record["sd_test_caught"] = float(np.mean(predict(data["test_FAKE"][:2000]) >= threshold))
+    record["real_called_real"] = float(np.mean(p_real < threshold))
     v = record["validation"]["mean"]
     record["summary"] = {
         "name": args.name, "val_mean_caught": round(v["mean_caught"], 4), "val_min_caught": round(v["min_caught"], 4),
