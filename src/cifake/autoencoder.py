@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifake.gan import GanShape, decode
-from cifake.generators import fit_resumably, float32_copy, uint8_pixels, unit_pixels
+from cifake.generators import fit_resumably, float32_copy, training_precision, uint8_pixels, unit_pixels
 
 
 def build_autoencoder(shape: GanShape) -> keras.Model:
@@ -75,15 +75,11 @@ def train_autoencoder(
 ) -> keras.Model:
     """Train on uint8 real images with ``Model.fit`` (Adam); return the network in float32. A killed run resumes
     after its last finished epoch; ``on_epoch`` gets ``{"epoch": n, "l1": ...}`` after each epoch."""
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        keras.utils.set_random_seed(seed)
+    with training_precision(precision, seed):
         network = build_autoencoder(shape)
         model = Autoencoder(network)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate))
         fit_resumably(model, real, epochs, batch_size, seed, backup_dir, on_epoch)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     return float32_copy(build_autoencoder(shape), network)
 
 

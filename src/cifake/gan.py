@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifake.generators import fit_resumably, float32_copy, uint8_pixels, unit_pixels, upsample
+from cifake.generators import fit_resumably, float32_copy, training_precision, uint8_pixels, unit_pixels, upsample
 
 
 @dataclass(frozen=True)
@@ -138,15 +138,11 @@ def train_gan(
     """Train a GAN on uint8 real images with ``Model.fit`` (Adam, beta1 0.5, as DCGAN); return the generator in
     float32. A killed run resumes after its last finished epoch (``keras.callbacks.BackupAndRestore``).
     ``on_epoch`` gets ``{"epoch": n, "d_loss": ..., "g_loss": ...}`` after each epoch."""
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        keras.utils.set_random_seed(seed)
+    with training_precision(precision, seed):
         generator = build_generator(shape)
         gan = Gan(generator, build_discriminator(shape), shape.loss, seed=seed)
         gan.compile(*(keras.optimizers.Adam(learning_rate, beta_1=0.5, beta_2=0.999) for _ in range(2)))
         fit_resumably(gan, real, epochs, batch_size, seed, backup_dir, on_epoch)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     return float32_copy(build_generator(shape), generator)
 
 

@@ -16,7 +16,8 @@ format instead of the generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,16 +166,23 @@ def train_denoiser(
     state are kept in ``backup_dir`` by ``keras.callbacks.BackupAndRestore``, which removes them once training
     ends). ``on_epoch`` gets ``{"epoch": n, "noise_loss": ...}`` after each epoch.
     """
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        keras.utils.set_random_seed(seed)
+    with training_precision(precision, seed):
         denoiser = build_denoiser(shape)
         model = Diffusion(denoiser, seed=seed)
         model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=1.0e-4))
         fit_resumably(model, real, epochs, batch_size, seed, backup_dir, on_epoch)
+    return float32_copy(build_denoiser(shape), denoiser)
+
+
+@contextmanager
+def training_precision(precision: str, seed: int) -> Iterator[None]:
+    """Layers built inside use ``precision`` (e.g. ``mixed_bfloat16``) and draw from ``seed``; float32 again after."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        keras.utils.set_random_seed(seed)
+        yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return float32_copy(build_denoiser(shape), denoiser)
 
 
 def fit_resumably(
