@@ -177,30 +177,42 @@ def semantic_net(widths=(64, 128, 256)):
     return keras.Model(inputs, logits)
 
 
+def outlier_exposure_loss(weight: float):
+    """Cross-entropy on CIFAR-10 photographs (label 0-9); on outliers (label -1) ``weight`` times the cross-entropy
+    to the uniform distribution over classes (Hendrycks et al. 2019, outlier exposure): be unsure of non-photos."""
+    from keras import ops
+
+    def loss(y_true, logits):
+        y = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        log_p = ops.log_softmax(ops.cast(logits, "float32"))
+        named = -ops.sum(ops.one_hot(ops.maximum(y, 0), 10) * log_p, axis=-1)
+        unsure = -ops.mean(log_p, axis=-1)
+        return ops.where(y >= 0, named, weight * unsure)
+
+    return loss
+
+
 def cmd_semantic(args) -> None:
-    """A CIFAR-10 classifier trained on CIFAKE train/REAL only; scores how sure it is of each image's class
-    (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image)."""
+    """A CIFAR-10 classifier trained on CIFAKE train/REAL; scores how sure it is of each image's class
+    (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image).
+    With ``--outliers`` (a ``--fakes``-style spec) it is also taught to be unsure of those images."""
     import keras
 
     folder = args.root / args.name
     path = folder / "classifier.keras"
     data = cifake(args)
+    outliers = fake_sources(args, args.outliers) if args.outliers else {}
     if not path.exists():
         keras.mixed_precision.set_global_policy(args.precision)
         keras.utils.set_random_seed(args.seed)
         model = semantic_net(tuple(args.widths))
-        steps = args.epochs * (50000 // 256 + 1)
+        x = np.concatenate([data["train_REAL"], *outliers.values()])
+        y = np.r_[cifar_classes(args.cifake / "train" / "REAL"), -np.ones(len(x) - 50000, np.int64)]
+        steps = args.epochs * (len(x) // 256 + 1)
         schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
-        model.compile(
-            keras.optimizers.AdamW(schedule, weight_decay=5.0e-4),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-        y = cifar_classes(args.cifake / "train" / "REAL")
+        model.compile(keras.optimizers.AdamW(schedule, weight_decay=5.0e-4), loss=outlier_exposure_loss(args.oe))
         backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
-        model.fit(
-            data["train_REAL"], y, batch_size=256, epochs=args.epochs, callbacks=[backup, _epoch_log()], verbose=0
-        )
+        model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=[backup, _epoch_log()], verbose=0)
         keras.mixed_precision.set_global_policy("float32")
         plain = semantic_net(tuple(args.widths))
         plain.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
@@ -219,7 +231,8 @@ def cmd_semantic(args) -> None:
         threshold = float(np.quantile(score(data["test_REAL"][2000:4000]), 0.95))
         args.name = f"{folder.name}:{kind}"
         fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
-        _append({"name": args.name, "fakes": fakes, "input": kind} | scored(args, data, score, threshold=threshold))
+        record = {"name": args.name, "fakes": fakes, "outliers": args.outliers, "input": kind}
+        _append(record | scored(args, data, score, skip=outliers, threshold=threshold))
 
 
 def semantic_scores(embed, data) -> dict:
@@ -417,6 +430,8 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=4, help="warp: lattice the displacement field is drawn on")
     parser.add_argument("--fakes", default="sd=24000")
     parser.add_argument("--reals", type=int, default=24000)
+    parser.add_argument("--outliers", default="", help="semantic: images to be unsure of, as --fakes")
+    parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)
     parser.add_argument("--everyday", type=float, default=0.5)
     parser.add_argument("--input", choices=["pixels", "residual"], default="pixels", help="what the detector sees")
