@@ -6,6 +6,7 @@ Also scores the robust model under transfer attacks (PGD crafted on the clean mo
 """
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def evaluate(params, test: Split, subset: np.ndarray) -> tuple[dict, tuple]:
     picture_eps = min(ev.epsilons, key=lambda e: abs(e - params.perturb.epsilon))
     results, grid = {}, []
     for name, path in MODELS.items():
-        model, keep = load_model(path), {}
+        model = load_model(path)
+        keep: dict[float, np.ndarray] = {}  # PGD images by epsilon, filled by score_model
         scores, p_clean = score_model(model, test, subset, ev, params.seed, keep=keep, cache=CACHE)
         write_rows(PLOTS / f"roc_{name}_model.csv", roc_points(test.y, p_clean))
         write_rows(PLOTS / f"pr_{name}_model.csv", pr_points(test.y, p_clean))
@@ -91,7 +93,7 @@ def generalisation(params, results, test: Split) -> dict:
     the test set's real photographs."""
     real = test.y == 0
     models = {
-        f"{name}_model": (lambda x, m=model: predict_proba(m, x, params.evaluate.batch_size), p_clean[real])
+        f"{name}_model": (partial(predict_proba, model, batch_size=params.evaluate.batch_size), p_clean[real])
         for name, (_, model, p_clean, _) in results.items()
     }
     scored = score_sets(params.evaluate.generator_sets, models)

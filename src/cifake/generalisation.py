@@ -9,7 +9,7 @@ generators weighs every generator equally, whatever its number of images.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ def score_generator_set(
 
 
 def score_sets(
-    sets: dict[str, str], models: dict[str, tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]]
+    sets: Mapping[str, str], models: Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]]
 ) -> dict[str, dict]:
     """Every generator set (name -> folder) scored by every model (name -> (predict, its P(Fake) on real
     photographs)). A set whose folder is absent is kept as ``{"path": ..., "skipped": why}``."""
