@@ -327,6 +327,25 @@ def flat_table(lines: list[dict]) -> list[str]:
     return rows + ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in flat]
 
 
+def probe_table(lines: list[dict]) -> list[str]:
+    """One row per generalisation probe (its summary): the validation figures beside what it keeps of CIFAKE
+    (real called Real, Stable Diffusion caught) and the share caught of each own generator it did not train on."""
+    head = ["probe", "validation: mean caught", "lowest", "mean AUC", "real called Real", "SD caught"]
+    head += ["own held-out caught", "minutes"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in lines:
+        s = line["summary"]
+        held = ", ".join(f"{name} {share:.2f}" for name, share in s["held_out"].items())
+        cells = [s["name"], _pct(s["val_mean_caught"]), _pct(s["val_min_caught"]), f"{s['val_mean_auc']:.2f}",
+                 _pct(s["real_called_real"]), _pct(s["sd_caught"]), held, f"{s['minutes']:g}"]  # fmt: skip
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f} %"
+
+
 def _flatten(obj: dict, prefix: str = "") -> dict:
     out: dict = {}
     for key, value in obj.items():
@@ -385,7 +404,7 @@ def notebook_blocks() -> dict[str, list[str]]:
         "corruptions": corruption_results_table(RESULTS),
         "flip-average": flat_table(read_jsonl(RESULTS / "flip_average.jsonl")),
         "weight-interpolation": flat_table(read_jsonl(RESULTS / "weight_interpolation.jsonl")),
-        "generalisation-probes": flat_table([line["summary"] for line in read_jsonl(RESULTS / "generalisation.jsonl")]),
+        "generalisation-probes": probe_table(read_jsonl(RESULTS / "generalisation.jsonl")),
     }
 
 

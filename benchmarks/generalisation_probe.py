@@ -214,7 +214,8 @@ def cmd_semantic(args) -> None:
         schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
         model.compile(keras.optimizers.AdamW(schedule, weight_decay=5.0e-4), loss=outlier_exposure_loss(args.oe))
         backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
-        model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=[backup, _epoch_log()], verbose=0)
+        callbacks = [backup, _epoch_log(folder / "minutes.txt")]
+        model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=callbacks, verbose=0)
         keras.mixed_precision.set_global_policy("float32")
         plain = semantic_net(tuple(args.widths), args.activation)
         plain.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
@@ -237,7 +238,8 @@ def cmd_semantic(args) -> None:
         args.name = f"{folder.name}:{kind}"
         fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
         record = {"name": args.name, "fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
-        _append(record | scored(args, data, score, skip=outliers, threshold=threshold))
+        minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+        _append(record | scored(args, data, score, skip=outliers, minutes=minutes, threshold=threshold))
 
 
 def semantic_scores(embed, data) -> dict:
@@ -291,7 +293,9 @@ def _append(record: dict) -> None:
     log.info("%s", json.dumps(record["summary"]))
 
 
-def _epoch_log():
+def _epoch_log(minutes_file: Path | None = None):
+    """Logs each epoch's metrics and seconds; with ``minutes_file``, keeps there the training minutes so far
+    (added to across a resumed run)."""
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -299,7 +303,11 @@ def _epoch_log():
             self.start = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
-            log.info("epoch %d: %s (%.0f s)", epoch + 1, logs, time.time() - self.start)
+            seconds = time.time() - self.start
+            log.info("epoch %d: %s (%.0f s)", epoch + 1, logs, seconds)
+            if minutes_file is not None:
+                before = float(minutes_file.read_text()) if minutes_file.exists() else 0.0
+                minutes_file.write_text(f"{before + seconds / 60:.2f}\n")
 
     return EpochLog()
 
