@@ -8,6 +8,9 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py fakes --name diff-nearest --count 12000
     python benchmarks/generalisation_probe.py gan --name gan-transpose --epochs 8 --upsample transpose --loss ns
     python benchmarks/generalisation_probe.py ae --name ae-transpose --epochs 5 --upsample transpose --lr 1e-3
+    python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
+    python benchmarks/generalisation_probe.py spectrum \\
+        --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
     python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +366,61 @@ def own_generators(args) -> dict[str, np.ndarray]:
     return {str(p.relative_to(args.root).with_suffix("")): np.load(p) for p in sorted(args.root.glob("*/*.npy"))}
 
 
+# JPEG's luminance table (ITU T.81 Annex K) scaled as libjpeg does for quality 75: the table of every image here
+ANNEX_K = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]).reshape(8, 8)  # fmt: skip
+Q75 = np.clip((ANNEX_K * 50 + 50) // 100, 1, 255)
+
+
+def spectrum_features(x: np.ndarray) -> np.ndarray:
+    """Per image, for each of the 64 DCT frequencies of its luminance's 8x8 blocks quantised as JPEG q75 stores
+    them: the mean log magnitude and the shares of zeros and of ones (192 numbers; Benford-style statistics)."""
+    from scipy.fft import dctn
+
+    luma = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) - 128
+    n, h, w = luma.shape
+    blocks = luma.reshape(n, h // 8, 8, w // 8, 8).transpose(0, 1, 3, 2, 4)
+    levels = np.abs(np.round(dctn(blocks, axes=(-2, -1), norm="ortho") / Q75)).reshape(n, -1, 64)
+    return np.concatenate([np.log1p(levels).mean(1), (levels == 0).mean(1), (levels == 1).mean(1)], axis=1)
+
+
+def _spectrum_proba(probe, images: np.ndarray) -> np.ndarray:
+    return probe.predict_proba(spectrum_features(images))[:, 1]
+
+
+def cmd_spectrum(args) -> None:
+    """Low-level statistics without a network: JPEG-domain DCT statistics (:func:`spectrum_features`) scored
+    one-class (Mahalanobis distance to 12 000 train/REAL images) and by logistic regressions against train/FAKE
+    (SD) and against ``--fakes``."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = cifake(args)
+    real = spectrum_features(data["train_REAL"][:12000])
+    one_class = LedoitWolf().fit(real)
+    scores = {"oneclass": lambda images: one_class.mahalanobis(spectrum_features(images))}
+    fakes = fake_sources(args, args.fakes)
+    for kind, sources in (("linear-sd", {"sd": data["train_FAKE"][:12000]}), ("linear-fakes", fakes)):
+        fake = np.concatenate([spectrum_features(x) for x in sources.values()])
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+        probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
+        scores[kind] = partial(_spectrum_proba, probe)
+    for kind, score in scores.items():
+        name = f"spectrum:{kind}"
+        if name in _recorded():
+            continue
+        threshold = float(np.quantile(score(data["test_REAL"][2000:4000]), 0.95))
+        args.name = name
+        record = {"name": name, "fakes": args.fakes if kind == "linear-fakes" else kind, "input": "dct-statistics"}
+        skip = fakes if kind == "linear-fakes" else {}
+        _append(record | scored(args, data, score, skip=skip, threshold=threshold))
+
+
 def _recorded() -> set[str]:
     """Names of the runs already in the results file."""
     return {json.loads(line)["name"] for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
@@ -446,7 +505,9 @@ def residual_front(model):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "detect"])
+    parser.add_argument(
+        "step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "spectrum", "detect"]
+    )
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
     parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
@@ -480,7 +541,7 @@ def main() -> None:
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
     steps = {
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
-        "warp": cmd_warp, "semantic": cmd_semantic, "detect": cmd_detect,
+        "warp": cmd_warp, "semantic": cmd_semantic, "spectrum": cmd_spectrum, "detect": cmd_detect,
     }  # fmt: skip
     steps[args.step](args)
 
