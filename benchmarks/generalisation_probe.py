@@ -240,6 +240,32 @@ def outlier_exposure_loss(weight: float):
     return loss
 
 
+def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path: Path) -> None:
+    """Train the step's classifier on train/REAL (and ``outliers``) and save it in float32 at ``path``; a killed
+    run resumes after its last finished epoch."""
+    import keras
+
+    if args.rotation and outliers:
+        raise SystemExit("--rotation and --outliers are separate probes: give one")
+    keras.mixed_precision.set_global_policy(args.precision)
+    keras.utils.set_random_seed(args.seed)
+    net = semantic_net(tuple(args.widths), args.activation, args.rotation)
+    model = rotation_task(net, args.seed) if args.rotation else net
+    x = np.concatenate([real, *outliers.values()])
+    y = np.r_[cifar_classes(args.cifake / "train" / "REAL"), -np.ones(len(x) - len(real), np.int64)]
+    steps = args.epochs * (len(x) // 256 + 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
+    loss = None if args.rotation else outlier_exposure_loss(args.oe)
+    model.compile(keras.optimizers.AdamW(schedule, weight_decay=5.0e-4), loss=loss)
+    backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
+    callbacks = [backup, _epoch_log(path.parent / "minutes.txt")]
+    model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    keras.mixed_precision.set_global_policy("float32")
+    plain = semantic_net(tuple(args.widths), args.activation, args.rotation)
+    plain.set_weights([np.asarray(w, np.float32) for w in net.get_weights()])
+    plain.save(path)
+
+
 def cmd_semantic(args) -> None:
     """A CIFAR-10 classifier trained on CIFAKE train/REAL; scores how sure it is of each image's class
     (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image).
@@ -251,23 +277,7 @@ def cmd_semantic(args) -> None:
     data = cifake(args)
     outliers = fake_sources(args, args.outliers) if args.outliers else {}
     if not path.exists():
-        keras.mixed_precision.set_global_policy(args.precision)
-        keras.utils.set_random_seed(args.seed)
-        net = semantic_net(tuple(args.widths), args.activation, args.rotation)
-        model = rotation_task(net, args.seed) if args.rotation else net
-        x = np.concatenate([data["train_REAL"], *outliers.values()])
-        y = np.r_[cifar_classes(args.cifake / "train" / "REAL"), -np.ones(len(x) - 50000, np.int64)]
-        steps = args.epochs * (len(x) // 256 + 1)
-        schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
-        loss = None if args.rotation else outlier_exposure_loss(args.oe)
-        model.compile(keras.optimizers.AdamW(schedule, weight_decay=5.0e-4), loss=loss)
-        backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
-        callbacks = [backup, _epoch_log(folder / "minutes.txt")]
-        model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=callbacks, verbose=0)
-        keras.mixed_precision.set_global_policy("float32")
-        plain = semantic_net(tuple(args.widths), args.activation, args.rotation)
-        plain.set_weights([np.asarray(w, np.float32) for w in net.get_weights()])
-        plain.save(path)
+        train_semantic(args, data["train_REAL"], outliers, path)
     model = keras.saving.load_model(path)
     test_y = cifar_classes(args.cifake / "test" / "REAL")
     features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
