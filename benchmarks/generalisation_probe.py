@@ -267,9 +267,10 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
 
 
 def cmd_semantic(args) -> None:
-    """A CIFAR-10 classifier trained on CIFAKE train/REAL; scores how sure it is of each image's class
-    (max softmax, entropy): generators make objects it cannot name (the Inception score's cue, per image).
-    With ``--outliers`` (a ``--fakes``-style spec) it is also taught to be unsure of those images."""
+    """A CIFAR-10 classifier trained on CIFAKE train/REAL, scored by :func:`semantic_scores` (its doubt first:
+    generators make objects it cannot name, the Inception score's cue per image). With ``--outliers`` (a
+    ``--fakes``-style spec) it is also taught to be unsure of those images; with ``--rotation`` it also names
+    each image's quarter turn (:func:`rotation_scores`)."""
     import keras
 
     folder = args.root / args.name
