@@ -350,7 +350,7 @@ def rotation_scores(model, doubt, real: np.ndarray) -> dict:
             )
         return np.mean(losses, axis=0)
 
-    stats = [(s(real).mean(), s(real).std()) for s in (doubt, rotation)]
+    stats = [(v.mean(), v.std()) for v in (s(real) for s in (doubt, rotation))]  # each scored once
 
     def both(images):
         return sum((s(images) - m) / sd for s, (m, sd) in zip((doubt, rotation), stats, strict=True))
