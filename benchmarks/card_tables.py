@@ -329,15 +329,17 @@ def flat_table(lines: list[dict]) -> list[str]:
 
 def probe_table(lines: list[dict]) -> list[str]:
     """One row per generalisation probe (its summary): the validation figures beside what it keeps of CIFAKE
-    (real called Real, Stable Diffusion caught) and the share caught of each own generator it did not train on."""
+    (real called Real, Stable Diffusion caught), the share caught of each own generator it did not train on, and
+    for a classifier's scores its CIFAR-10 accuracy (test REAL 0-1999)."""
     head = ["probe", "validation: mean caught", "lowest", "mean AUC", "real called Real", "SD caught"]
-    head += ["own held-out caught", "minutes"]
+    head += ["own held-out caught", "CIFAR-10 accuracy", "minutes"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
         s = line["summary"]
         held = ", ".join(f"{name} {share:.2f}" for name, share in s["held_out"].items())
         cells = [s["name"], _pct(s["val_mean_caught"]), _pct(s["val_min_caught"]), f"{s['val_mean_auc']:.2f}",
-                 _pct(s["real_called_real"]), _pct(s["sd_caught"]), held, f"{s['minutes']:g}"]  # fmt: skip
+                 _pct(s["real_called_real"]), _pct(s["sd_caught"]), held,
+                 _pct(line["cifar10"]) if "cifar10" in line else "", f"{s['minutes']:g}"]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 

@@ -9,6 +9,10 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py gan --name gan-transpose --epochs 8 --upsample transpose --loss ns
     python benchmarks/generalisation_probe.py ae --name ae-transpose --epochs 5 --upsample transpose --lr 1e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
+    python benchmarks/generalisation_probe.py semantic --name semantic-airbench --arch airbench --widths 64 256 256 \
+        --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2
+    python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \
+        --members semantic-airbench semantic-airbench-s1
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
@@ -35,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generalisation.jsonl"
 log = logging.getLogger("probe")
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
 
 
 def jpeg75(x: np.ndarray) -> np.ndarray:
@@ -186,6 +192,51 @@ def semantic_net(widths=(64, 128, 256), activation: str = "gelu", rotation: bool
     return keras.Model(inputs, logits)
 
 
+def whitening_kernel(images: np.ndarray, eps: float = 5.0e-4) -> np.ndarray:
+    """A 2x2 convolution kernel (2, 2, 3, 24) that whitens the images' 2x2 patches: each eigenvector of their
+    covariance scaled by 1/sqrt(eigenvalue), with its negative (airbench, Jordan 2024). ``images`` are normalised."""
+    patches = np.lib.stride_tricks.sliding_window_view(images, (2, 2), axis=(1, 2))  # (n, 31, 31, 3, 2, 2)
+    flat = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12).astype(np.float64)
+    values, vectors = np.linalg.eigh(flat.T @ flat / len(flat))
+    scaled = (vectors / np.sqrt(values + eps)).T[::-1].reshape(12, 2, 2, 3).transpose(1, 2, 3, 0)
+    return np.concatenate([scaled, -scaled], axis=-1).astype(np.float32)
+
+
+def airbench_net(widths=(64, 256, 256), activation: str = "relu", whitening: np.ndarray | None = None):
+    """airbench94's network (Jordan 2024, KellerJordan/cifar10-airbench) in Keras: a frozen whitening 2x2
+    convolution, three groups of convolution, max pooling, batch norm (no scale), activation, convolution, the
+    convolutions started as identities, and a bias-free linear head scaled by 1/9; flips and 2-pixel shifts.
+    Its layer ``features`` is the pooled last group."""
+    import keras
+
+    def norm(x):
+        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1.0e-5, scale=False)(x)
+        return keras.layers.Activation(activation)(x)
+
+    x = inputs = keras.Input((32, 32, 3))
+    x = keras.layers.RandomFlip("horizontal")(x)
+    x = keras.layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect")(x)
+    x = keras.layers.Normalization(mean=CIFAR_MEAN * 255, variance=(CIFAR_STD * 255) ** 2)(x)
+    white = keras.layers.Conv2D(24, 2, name="whitening", trainable=False)
+    x = keras.layers.Activation(activation)(white(x))
+    if whitening is not None:
+        white.set_weights([whitening, np.zeros(24, np.float32)])
+    for width in widths:
+        x = norm(keras.layers.MaxPooling2D()(keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)))
+        x = norm(keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x))
+    features = keras.layers.Activation("linear", name="features")(keras.layers.GlobalMaxPooling2D()(x))
+    logits = keras.layers.Dense(10, use_bias=False)(features)
+    model = keras.Model(inputs, keras.layers.Rescaling(1 / 9, dtype="float32")(logits))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.trainable:  # identity start: an implicit residual
+            kernel = layer.get_weights()[0]
+            same = np.arange(min(kernel.shape[2:]))
+            kernel[..., same] = 0.0
+            kernel[1, 1, same, same] = 1.0
+            layer.set_weights([kernel])
+    return model
+
+
 def rotation_task(net, seed: int):
     """``net`` (class and rotation outputs) trained to name the quarter turn each image was given (Golan and
     El-Yaniv 2018; Hendrycks et al. 2019: a self-supervised task whose failure flags images unlike the photos
@@ -225,9 +276,10 @@ def rotation_task(net, seed: int):
     return RotationTask()
 
 
-def outlier_exposure_loss(weight: float):
-    """Cross-entropy on CIFAR-10 photographs (label 0-9); on outliers (label -1) ``weight`` times the cross-entropy
-    to the uniform distribution over classes (Hendrycks et al. 2019, outlier exposure): be unsure of non-photos."""
+def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
+    """Cross-entropy on CIFAR-10 photographs (label 0-9, its targets smoothed by ``smoothing``); on outliers
+    (label -1) ``weight`` times the cross-entropy to the uniform distribution over classes (Hendrycks et al. 2019,
+    outlier exposure): be unsure of non-photos."""
     from keras import ops
 
     def loss(y_true, logits):
@@ -235,7 +287,7 @@ def outlier_exposure_loss(weight: float):
         log_p = ops.log_softmax(ops.cast(logits, "float32"))
         named = -ops.sum(ops.one_hot(ops.maximum(y, 0), 10) * log_p, axis=-1)
         unsure = -ops.mean(log_p, axis=-1)
-        return ops.where(y >= 0, named, weight * unsure)
+        return ops.where(y >= 0, (1 - smoothing) * named + smoothing * unsure, weight * unsure)
 
     return loss
 
@@ -249,21 +301,57 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
         raise SystemExit("--rotation and --outliers are separate probes: give one")
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
-    net = semantic_net(tuple(args.widths), args.activation, args.rotation)
+    build = _classifier_builder(args, real)
+    net = build()
     model = rotation_task(net, args.seed) if args.rotation else net
     x = np.concatenate([real, *outliers.values()])
     y = np.r_[cifar_classes(args.cifake / "train" / "REAL"), -np.ones(len(x) - len(real), np.int64)]
-    steps = args.epochs * (len(x) // 256 + 1)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
-    loss = None if args.rotation else outlier_exposure_loss(args.oe)
-    model.compile(keras.optimizers.AdamW(schedule, weight_decay=5.0e-4), loss=loss)
+    steps = args.epochs * (len(x) // args.batch + 1)
+    loss = None if args.rotation else outlier_exposure_loss(args.oe, args.smoothing)
+    model.compile(_semantic_optimizer(args, steps), loss=loss)
     backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
     callbacks = [backup, _epoch_log(path.parent / "minutes.txt")]
-    model.fit(x, y, batch_size=256, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
     keras.mixed_precision.set_global_policy("float32")
-    plain = semantic_net(tuple(args.widths), args.activation, args.rotation)
+    plain = build()
     plain.set_weights([np.asarray(w, np.float32) for w in net.get_weights()])
     plain.save(path)
+
+
+def _classifier_builder(args, real: np.ndarray):
+    """The step's network constructor: ``--arch vgg`` (:func:`semantic_net`) or ``airbench``
+    (:func:`airbench_net`, its whitening fitted on 5 000 of ``real``)."""
+    if args.arch == "vgg":
+        return partial(semantic_net, tuple(args.widths), args.activation, args.rotation)
+    if args.rotation:
+        raise SystemExit("--rotation needs --arch vgg")
+    whitening = whitening_kernel((real[:5000] / 255.0 - CIFAR_MEAN) / CIFAR_STD)
+    return partial(airbench_net, tuple(args.widths), args.activation, whitening)
+
+
+def _semantic_optimizer(args, steps: int):
+    """AdamW with warmup and cosine decay for ``vgg``; for ``airbench`` its Nesterov SGD (momentum 0.85) with a
+    triangular schedule (0.2 -> 1 at 23 % -> 0.07 of ``--lr``) and decoupled weight decay of 0.0153 per 1 024
+    images (airbench94's hyperparameters, its per-example learning rate times the batch)."""
+    import keras
+
+    if args.arch == "vgg":
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 10)
+        return keras.optimizers.AdamW(schedule, weight_decay=5.0e-4)
+
+    class Triangle(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step, peak = keras.ops.cast(step, "float32"), 0.23 * steps
+            rise = 0.2 + 0.8 * step / peak
+            fall = 1.0 - 0.93 * (step - peak) / (steps - peak)
+            return args.lr * keras.ops.where(step < peak, rise, keras.ops.maximum(fall, 0.07))
+
+        def get_config(self):
+            return {}
+
+    triangle = Triangle()
+    decay = 0.0153 * args.batch / 1024 / args.lr
+    return keras.optimizers.SGD(triangle, momentum=0.85, nesterov=True, weight_decay=decay)
 
 
 def cmd_semantic(args) -> None:
@@ -293,19 +381,52 @@ def cmd_semantic(args) -> None:
     scores = semantic_scores(embed, data)
     if len(model.outputs) > 1:
         scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
-    for kind, score in scores.items():
-        if f"{folder.name}:{kind}" in _recorded():
-            continue
-        threshold = float(np.quantile(score(data["test_REAL"][2000:4000]), 0.95))
-        args.name = f"{folder.name}:{kind}"
+    minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+
+    def describe(kind: str) -> dict:
         fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
-        record = {"name": args.name, "fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
-        minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
-        _append(record | scored(args, data, score, skip=outliers, minutes=minutes, threshold=threshold))
+        return {"fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
+
+    _score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: outliers, minutes=minutes)
+
+
+def cmd_ensemble(args) -> None:
+    """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
+    softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined with the shipped
+    detector (:func:`with_shipped`); its minutes are the members' training minutes summed."""
+    import keras
+
+    models = [keras.saving.load_model(args.root / member / "classifier.keras") for member in args.members]
+
+    def probabilities(images):
+        def softmax(model):
+            batches = [model(images[i : i + 500], training=False) for i in range(0, len(images), 500)]
+            logits = np.concatenate([np.asarray(b[0] if isinstance(b, list | tuple) else b) for b in batches])
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            return p / p.sum(1, keepdims=True)
+
+        return np.mean([softmax(model) for model in models], axis=0)
+
+    def doubt(images):
+        return 1 - probabilities(images).max(1)
+
+    data = cifake(args)
+    test_y = cifar_classes(args.cifake / "test" / "REAL")[:2000]
+    accuracy = float(np.mean(probabilities(data["test_REAL"][:2000]).argmax(1) == test_y))
+    log.info("CIFAR-10 test accuracy %.4f", accuracy)
+    files = [args.root / member / "minutes.txt" for member in args.members]
+    minutes = sum(float(f.read_text()) for f in files if f.exists())
+    scores = {"doubt": doubt, "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000])}
+
+    def describe(kind: str) -> dict:
+        return {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
+
+    _score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
 
 
 def semantic_scores(embed, data) -> dict:
-    """Scores of fakeness from the classifier: its doubt (1 - max softmax), a logistic regression on its
+    """Scores of fakeness from the classifier: its doubt (1 - max softmax), its largest logit negated (Hendrycks
+    et al. 2022: unlike the softmax, not squeezed by label smoothing), a logistic regression on its
     features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest
     real photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
     from sklearn.linear_model import LogisticRegression
@@ -325,6 +446,7 @@ def semantic_scores(embed, data) -> dict:
     neighbours = NearestNeighbors(n_neighbors=5).fit(scaler.transform(real))
     return {
         "doubt": doubt,
+        "maxlogit": lambda images: -embed(images)[0].max(1),
         "linear-sd": lambda images: probe.predict_proba(embed(images)[1])[:, 1],
         "knn-real": lambda images: neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1),
         "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000]),
@@ -495,15 +617,27 @@ def cmd_spectrum(args) -> None:
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
         probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
         scores[kind] = partial(_spectrum_proba, probe)
+    _score_kinds(
+        args,
+        data,
+        "spectrum",
+        scores,
+        lambda kind: {"fakes": args.fakes if kind == "linear-fakes" else kind, "input": "dct-statistics"},
+        skip=lambda kind: fakes if kind == "linear-fakes" else {},
+    )
+
+
+def _score_kinds(args, data, prefix: str, scores: dict, describe, skip, minutes: float = 0.0) -> None:
+    """Record each score of ``scores`` not yet in the results file as run ``prefix:kind``: its threshold calls
+    95 % of test REAL 2000-3999 Real; ``describe(kind)`` gives the record's fields and ``skip(kind)`` the own
+    generators it saw (not scored as held out)."""
     for kind, score in scores.items():
-        name = f"spectrum:{kind}"
-        if name in _recorded():
+        args.name = f"{prefix}:{kind}"
+        if args.name in _recorded():
             continue
         threshold = float(np.quantile(score(data["test_REAL"][2000:4000]), 0.95))
-        args.name = name
-        record = {"name": name, "fakes": args.fakes if kind == "linear-fakes" else kind, "input": "dct-statistics"}
-        skip = fakes if kind == "linear-fakes" else {}
-        _append(record | scored(args, data, score, skip=skip, threshold=threshold))
+        scores_ = scored(args, data, score, skip=skip(kind), minutes=minutes, threshold=threshold)
+        _append({"name": args.name} | describe(kind) | scores_)
 
 
 def _recorded() -> set[str]:
@@ -591,7 +725,8 @@ def residual_front(model):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "step", choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "spectrum", "detect"]
+        "step",
+        choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "ensemble", "spectrum", "detect"],
     )
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
@@ -615,6 +750,10 @@ def main() -> None:
     parser.add_argument("--outliers", default="", help="semantic: images to be unsure of, as --fakes")
     parser.add_argument("--rotation", action="store_true", help="semantic: also name each image's quarter turn")
     parser.add_argument("--activation", default="gelu", help="semantic: the classifier's activation")
+    parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")
+    parser.add_argument("--arch", choices=["vgg", "airbench"], default="vgg", help="semantic: the classifier")
+    parser.add_argument("--batch", type=int, default=256, help="semantic: batch size")
+    parser.add_argument("--smoothing", type=float, default=0.0, help="semantic: label smoothing")
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)
     parser.add_argument("--everyday", type=float, default=0.5)
@@ -627,7 +766,8 @@ def main() -> None:
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
     steps = {
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
-        "warp": cmd_warp, "semantic": cmd_semantic, "spectrum": cmd_spectrum, "detect": cmd_detect,
+        "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "spectrum": cmd_spectrum,
+        "detect": cmd_detect,
     }  # fmt: skip
     steps[args.step](args)
 
