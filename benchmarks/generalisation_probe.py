@@ -401,9 +401,7 @@ def cmd_ensemble(args) -> None:
     def probabilities(images):
         def softmax(model):
             batches = [model(images[i : i + 500], training=False) for i in range(0, len(images), 500)]
-            logits = np.concatenate([np.asarray(b[0] if isinstance(b, list | tuple) else b) for b in batches])
-            p = np.exp(logits - logits.max(1, keepdims=True))
-            return p / p.sum(1, keepdims=True)
+            return _softmax(np.concatenate([np.asarray(b[0] if isinstance(b, list | tuple) else b) for b in batches]))
 
         return np.mean([softmax(model) for model in models], axis=0)
 
@@ -425,19 +423,22 @@ def cmd_ensemble(args) -> None:
 
 
 def semantic_scores(embed, data) -> dict:
-    """Scores of fakeness from the classifier: its doubt (1 - max softmax), its largest logit negated (Hendrycks
-    et al. 2022: unlike the softmax, not squeezed by label smoothing), a logistic regression on its
-    features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest
-    real photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
+    """Scores of fakeness from the classifier: its doubt (1 - max softmax), that of its mean softmax over six
+    views (:func:`_views`), its largest logit negated (Hendrycks et al. 2022: unlike the softmax, not squeezed by
+    label smoothing), a logistic regression on its features (CIFAKE test REAL vs SD, images 4000-9999 of each:
+    not scored), and the distance to the nearest real photographs' features (one-class). Test REAL 0-1999 is
+    scored, 2000-3999 sets the thresholds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     def doubt(images):
-        logits = embed(images)[0]
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        return 1 - p.max(1) / p.sum(1)
+        return 1 - _softmax(embed(images)[0]).max(1)
+
+    def doubt_views(images):
+        p = np.mean([_softmax(embed(view)[0]) for view in _views(images)], axis=0)
+        return 1 - p.max(1)
 
     real, fake = embed(data["test_REAL"][4000:])[1], embed(data["test_FAKE"][4000:])[1]
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
@@ -447,10 +448,24 @@ def semantic_scores(embed, data) -> dict:
     return {
         "doubt": doubt,
         "maxlogit": lambda images: -embed(images)[0].max(1),
+        "doubt-views": doubt_views,
         "linear-sd": lambda images: probe.predict_proba(embed(images)[1])[:, 1],
         "knn-real": lambda images: neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1),
         "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000]),
     }
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+def _views(images: np.ndarray) -> list[np.ndarray]:
+    """Six views of each image, airbench's test-time augmentation: as is and mirrored, each also shifted one
+    pixel up-left and down-right (reflected at the border)."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [images, padded[:, :-2, :-2], padded[:, 2:, 2:]]
+    return shifted + [view[:, :, ::-1] for view in shifted]
 
 
 def rotation_scores(model, doubt, real: np.ndarray) -> dict:
