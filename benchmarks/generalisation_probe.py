@@ -9,10 +9,10 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py gan --name gan-transpose --epochs 8 --upsample transpose --loss ns
     python benchmarks/generalisation_probe.py ae --name ae-transpose --epochs 5 --upsample transpose --lr 1e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
-    python benchmarks/generalisation_probe.py semantic --name semantic-airbench --arch airbench --widths 64 256 256 \
-        --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2
-    python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \
-        --members semantic-airbench semantic-airbench-s1
+    python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
+        --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8]
+    python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
+        --members semantic-airbench-s0 semantic-airbench-s1
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
@@ -31,7 +31,7 @@ import argparse
 import json
 import logging
 import time
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -202,16 +202,19 @@ def whitening_kernel(images: np.ndarray, eps: float = 5.0e-4) -> np.ndarray:
     return np.concatenate([scaled, -scaled], axis=-1).astype(np.float32)
 
 
-def airbench_net(widths=(64, 256, 256), activation: str = "relu", whitening: np.ndarray | None = None):
+def airbench_net(
+    widths=(64, 256, 256), activation: str = "relu", whitening: np.ndarray | None = None, bias_scale: float = 1.0
+):
     """airbench94's network (Jordan 2024, KellerJordan/cifar10-airbench) in Keras: a frozen whitening 2x2
     convolution, three groups of convolution, max pooling, batch norm (no scale), activation, convolution, the
     convolutions started as identities, and a bias-free linear head scaled by 1/9; flips and 2-pixel shifts.
-    Its layer ``features`` is the pooled last group."""
+    Its layer ``features`` is the pooled last group. With ``bias_scale`` c the batch norms' biases are c times a
+    trained variable, which under SGD is airbench's c² times larger learning rate for them at the same decay."""
     import keras
 
     def norm(x):
-        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1.0e-5, scale=False)(x)
-        return keras.layers.Activation(activation)(x)
+        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1.0e-5, scale=False, center=bias_scale == 1)(x)
+        return keras.layers.Activation(activation)(x if bias_scale == 1 else _scaled_bias()(bias_scale)(x))
 
     x = inputs = keras.Input((32, 32, 3))
     x = keras.layers.RandomFlip("horizontal")(x)
@@ -235,6 +238,39 @@ def airbench_net(widths=(64, 256, 256), activation: str = "relu", whitening: np.
             kernel[1, 1, same, same] = 1.0
             layer.set_weights([kernel])
     return model
+
+
+@cache
+def _scaled_bias():
+    """The layer class ``ScaledBias``, registered for loading (made on first use: keras is imported lazily)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="probe")
+    class ScaledBias(keras.layers.Layer):
+        """``x + scale * b`` for a trained per-channel ``b`` started at zero."""
+
+        def __init__(self, scale: float, **kwargs):
+            super().__init__(**kwargs)
+            self.scale = scale
+
+        def build(self, input_shape):
+            self.b = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="b")
+
+        def call(self, x):
+            return x + keras.ops.cast(self.scale * self.b, x.dtype)
+
+        def get_config(self):
+            return super().get_config() | {"scale": self.scale}
+
+    return ScaledBias
+
+
+def load_classifier(path: Path):
+    """A ``semantic`` step's saved classifier (its custom layer registered first)."""
+    import keras
+
+    _scaled_bias()
+    return keras.saving.load_model(path)
 
 
 def rotation_task(net, seed: int):
@@ -326,7 +362,7 @@ def _classifier_builder(args, real: np.ndarray):
     if args.rotation:
         raise SystemExit("--rotation needs --arch vgg")
     whitening = whitening_kernel((real[:5000] / 255.0 - CIFAR_MEAN) / CIFAR_STD)
-    return partial(airbench_net, tuple(args.widths), args.activation, whitening)
+    return partial(airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale)
 
 
 def _semantic_optimizer(args, steps: int):
@@ -367,7 +403,7 @@ def cmd_semantic(args) -> None:
     outliers = fake_sources(args, args.outliers) if args.outliers else {}
     if not path.exists():
         train_semantic(args, data["train_REAL"], outliers, path)
-    model = keras.saving.load_model(path)
+    model = load_classifier(path)
     test_y = cifar_classes(args.cifake / "test" / "REAL")
     features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
 
@@ -378,7 +414,9 @@ def cmd_semantic(args) -> None:
     logits, _ = embed(data["test_REAL"][:2000])
     accuracy = float(np.mean(logits.argmax(1) == test_y[:2000]))
     log.info("CIFAR-10 test accuracy %.4f", accuracy)
-    scores = semantic_scores(embed, data)
+    scores = semantic_scores(embed, data) | feature_scores(
+        embed, data["train_REAL"], cifar_classes(args.cifake / "train" / "REAL")
+    )
     if len(model.outputs) > 1:
         scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
     minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
@@ -394,9 +432,8 @@ def cmd_ensemble(args) -> None:
     """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
     softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined with the shipped
     detector (:func:`with_shipped`); its minutes are the members' training minutes summed."""
-    import keras
 
-    models = [keras.saving.load_model(args.root / member / "classifier.keras") for member in args.members]
+    models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
 
     def probabilities(images):
         def softmax(model):
@@ -452,6 +489,35 @@ def semantic_scores(embed, data) -> dict:
         "linear-sd": lambda images: probe.predict_proba(embed(images)[1])[:, 1],
         "knn-real": lambda images: neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1),
         "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000]),
+    }
+
+
+def feature_scores(embed, real: np.ndarray, classes: np.ndarray) -> dict:
+    """Scores from the classifier's pooled features of the ``real`` training photographs: the energy of its logits
+    (Liu et al. 2020), the cosine distance to the 50th nearest training photograph (Sun et al. 2022), and the
+    Mahalanobis distance to the nearest class mean under one shared covariance (Lee et al. 2018)."""
+    from scipy.special import logsumexp
+    from sklearn.covariance import LedoitWolf
+    from sklearn.neighbors import NearestNeighbors
+
+    features = embed(real)[1]
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    neighbours = NearestNeighbors(n_neighbors=50).fit(unit)
+    means = np.stack([features[classes == k].mean(0) for k in range(10)])
+    shared = LedoitWolf().fit(features - means[classes])
+
+    def knn(images):
+        f = embed(images)[1]
+        return neighbours.kneighbors(f / np.linalg.norm(f, axis=1, keepdims=True))[0][:, -1]
+
+    def mahalanobis(images):
+        f = embed(images)[1]
+        return np.min([shared.mahalanobis(f - mean) for mean in means], axis=0)
+
+    return {
+        "energy": lambda images: -logsumexp(embed(images)[0], axis=1),
+        "knn-train": knn,
+        "mahalanobis": mahalanobis,
     }
 
 
@@ -768,6 +834,7 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")
     parser.add_argument("--arch", choices=["vgg", "airbench"], default="vgg", help="semantic: the classifier")
     parser.add_argument("--batch", type=int, default=256, help="semantic: batch size")
+    parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")
     parser.add_argument("--smoothing", type=float, default=0.0, help="semantic: label smoothing")
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)
