@@ -432,7 +432,6 @@ def cmd_ensemble(args) -> None:
     """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
     softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined with the shipped
     detector (:func:`with_shipped`); its minutes are the members' training minutes summed."""
-
     models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
 
     def probabilities(images):
