@@ -12,7 +12,8 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8]
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
-        --members semantic-airbench-s0 semantic-airbench-s1
+        --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64]
+    python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
@@ -273,6 +274,145 @@ def load_classifier(path: Path):
     return keras.saving.load_model(path)
 
 
+@cache
+def _masked_conv():
+    """The layer class ``MaskedConv2D``, registered for loading (made on first use: keras is imported lazily)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="probe")
+    class MaskedConv2D(keras.layers.Conv2D):
+        """A convolution that sees only the pixels above and to the left (PixelCNN, van den Oord et al. 2016);
+        with ``centre=False`` (the first layer) not the pixel itself either."""
+
+        def __init__(self, *args, centre: bool = True, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.centre = centre
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            rows, cols = self.kernel_size
+            self.mask = np.zeros((rows, cols, 1, 1), np.float32)
+            self.mask[: rows // 2] = 1
+            self.mask[rows // 2, : cols // 2 + int(self.centre)] = 1
+
+        def convolution_op(self, inputs, kernel):
+            return super().convolution_op(inputs, kernel * keras.ops.cast(self.mask, kernel.dtype))
+
+        def get_config(self):
+            return super().get_config() | {"centre": self.centre}
+
+    return MaskedConv2D
+
+
+def pixel_net(width: int = 64, blocks: int = 4, hidden: int = 32):
+    """A small PixelCNN over [0, 255] pixels: masked residual convolutions give each pixel its context above and
+    to its left. Each sub-pixel is coded as two 4-bit symbols (high nibble, then low), R then G then B: six
+    symbols per pixel, each with a head of 16 logits given the context and the pixel's earlier symbols (eight
+    times fewer logits than 256 per value, the same likelihood by the chain rule). Output (N, 32, 32, 6, 16)
+    float32 logits; :func:`nibbles` gives the symbols."""
+    import keras
+    from keras import layers
+
+    conv = _masked_conv()
+    pixels = keras.Input((32, 32, 3), name="pixels")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(pixels)
+    h = conv(width, 7, padding="same", centre=False)(x)
+    for _ in range(blocks):
+        h = layers.Add()([h, conv(width, 3, padding="same")(layers.ReLU()(h))])
+    h = layers.ReLU()(h)
+    high = keras.ops.floor(pixels / 16)
+    symbols = keras.ops.stack([high, pixels - 16 * high], axis=-1)
+    symbols = keras.ops.reshape(symbols, (-1, 32, 32, 6)) / 7.5 - 1
+    heads = []
+    for k in range(6):
+        given = layers.Concatenate()([h, symbols[..., :k]]) if k else h
+        heads.append(layers.Dense(16, dtype="float32")(layers.Dense(hidden, activation="relu")(given)))
+    return keras.Model(pixels, keras.ops.stack(heads, axis=3), name="pixelcnn")
+
+
+def nibbles(images: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 6) symbols of uint8 images: each channel's high then low 4 bits, R then G then B."""
+    return np.stack([images >> 4, images & 15], axis=-1).reshape(*images.shape[:3], 6)
+
+
+def coding_costs(model, images: np.ndarray, batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the mean code length of its sub-pixels under ``model`` (negative log-likelihood) and the mean
+    entropy of the model's predictions given the true earlier symbols (the code length it expects), both in bits
+    per sub-pixel."""
+    nll, entropy = [], []
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch]
+        logits = np.asarray(model(chunk.astype(np.float32), training=False), np.float64)
+        log_p = logits - logits.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        true = np.take_along_axis(log_p, nibbles(chunk)[..., None].astype(np.int64), axis=-1)[..., 0]
+        nll.append(-true.sum(-1).mean((1, 2)) / 3 / np.log(2))
+        entropy.append(-(np.exp(log_p) * log_p).sum((-2, -1)).mean((1, 2)) / 3 / np.log(2))
+    return np.concatenate(nll), np.concatenate(entropy)
+
+
+def train_pixel(args, real: np.ndarray, path: Path) -> None:
+    """Train :func:`pixel_net` on ``real`` (Adam, warmup then cosine decay) and save it in float32 at ``path``; a
+    killed run resumes after its last finished epoch."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(args.precision)
+    keras.utils.set_random_seed(args.seed)
+    model = pixel_net(args.widths[0], args.blocks)
+    steps = args.epochs * (len(real) // args.batch + 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 20)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(schedule), loss=loss)
+    callbacks = [keras.callbacks.BackupAndRestore(str(path.parent / "backup")), _epoch_log(path.parent / "minutes.txt")]
+    x, y = real.astype(np.float32), nibbles(real)
+    model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    keras.mixed_precision.set_global_policy("float32")
+    plain = pixel_net(args.widths[0], args.blocks)
+    plain.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    plain.save(path)
+
+
+def load_pixel(path: Path):
+    """A ``pixel`` step's saved model (its custom layer registered first)."""
+    import keras
+
+    _masked_conv()
+    return keras.saving.load_model(path)
+
+
+def cmd_pixel(args) -> None:
+    """A lossless coder's view (ZED, Cozzolino et al. 2024): a PixelCNN (:func:`pixel_net`) trained on CIFAKE
+    train/REAL only; generated images may cost fewer bits than photographs, or fewer than the model expects of
+    them. Scores: ``nll`` (the code length, negated), ``zed`` (code length minus expected length, negated) and
+    ``zed-abs`` (its distance from test REAL 4000-5999's median, either way). A killed run resumes after its last
+    finished epoch."""
+
+    folder = args.root / args.name
+    path = folder / "pixelcnn.keras"
+    data = cifake(args)
+    if not path.exists():
+        train_pixel(args, data["train_REAL"], path)
+    model = load_pixel(path)
+    nll, entropy = coding_costs(model, data["test_REAL"][:2000])
+    log.info("test REAL: %.3f bits per sub-pixel, %.3f expected", nll.mean(), entropy.mean())
+    reference = np.median(np.subtract(*coding_costs(model, data["test_REAL"][4000:6000])))
+
+    def gap(images):
+        return np.subtract(*coding_costs(model, images))
+
+    scores = {
+        "nll": lambda images: -coding_costs(model, images)[0],
+        "zed": lambda images: -gap(images),
+        "zed-abs": lambda images: np.abs(gap(images) - reference),
+    }
+    minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+
+    def describe(kind: str) -> dict:
+        return {"fakes": "none", "input": kind, "bits_test_real": float(nll.mean())}
+
+    _score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
+
+
 def rotation_task(net, seed: int):
     """``net`` (class and rotation outputs) trained to name the quarter turn each image was given (Golan and
     El-Yaniv 2018; Hendrycks et al. 2019: a self-supervised task whose failure flags images unlike the photos
@@ -408,8 +548,7 @@ def cmd_semantic(args) -> None:
     features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
 
     def embed(images):
-        parts = [features(images[i : i + 500], training=False) for i in range(0, len(images), 500)]
-        return tuple(np.concatenate([np.asarray(part[k]) for part in parts]) for k in (0, 1))
+        return tuple(_batched(features, images))
 
     logits, _ = embed(data["test_REAL"][:2000])
     accuracy = float(np.mean(logits.argmax(1) == test_y[:2000]))
@@ -430,16 +569,13 @@ def cmd_semantic(args) -> None:
 
 def cmd_ensemble(args) -> None:
     """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
-    softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined with the shipped
-    detector (:func:`with_shipped`); its minutes are the members' training minutes summed."""
+    softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined (:func:`joined`) with
+    the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) also with that model's code length, and
+    with both. Its minutes are the members' training minutes summed (the pixel model's are its own field)."""
     models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
 
     def probabilities(images):
-        def softmax(model):
-            batches = [model(images[i : i + 500], training=False) for i in range(0, len(images), 500)]
-            return _softmax(np.concatenate([np.asarray(b[0] if isinstance(b, list | tuple) else b) for b in batches]))
-
-        return np.mean([softmax(model) for model in models], axis=0)
+        return np.mean([_softmax(_batched(model, images)[0]) for model in models], axis=0)
 
     def doubt(images):
         return 1 - probabilities(images).max(1)
@@ -450,10 +586,22 @@ def cmd_ensemble(args) -> None:
     log.info("CIFAR-10 test accuracy %.4f", accuracy)
     files = [args.root / member / "minutes.txt" for member in args.members]
     minutes = sum(float(f.read_text()) for f in files if f.exists())
-    scores = {"doubt": doubt, "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000])}
+    reference = data["test_REAL"][4000:6000]
+    scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
+    extra = {}
+    if args.pixel:
+        pixel = load_pixel(args.root / args.pixel / "pixelcnn.keras")
+
+        def cost(images):
+            return -coding_costs(pixel, images)[0]
+
+        scores[f"doubt+{args.pixel}"] = joined((doubt, cost), reference)
+        scores[f"doubt+{args.pixel}+shipped"] = joined((doubt, cost, shipped_score), reference)
+        extra = {"pixel": args.pixel, "pixel_minutes": float((args.root / args.pixel / "minutes.txt").read_text())}
 
     def describe(kind: str) -> dict:
-        return {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
+        record = {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
+        return record | (extra if args.pixel and args.pixel in kind else {})
 
     _score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
 
@@ -461,9 +609,10 @@ def cmd_ensemble(args) -> None:
 def semantic_scores(embed, data) -> dict:
     """Scores of fakeness from the classifier: its doubt (1 - max softmax), that of its mean softmax over six
     views (:func:`_views`), its largest logit negated (Hendrycks et al. 2022: unlike the softmax, not squeezed by
-    label smoothing), a logistic regression on its features (CIFAKE test REAL vs SD, images 4000-9999 of each:
-    not scored), and the distance to the nearest real photographs' features (one-class). Test REAL 0-1999 is
-    scored, 2000-3999 sets the thresholds."""
+    label smoothing), how far its features move under Gaussian noise of 4/255 (1 - their cosine; RIGID, He et
+    al. 2024: generated images sit less stably in a model's feature space), a logistic regression on its
+    features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest real
+    photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import make_pipeline
@@ -476,18 +625,31 @@ def semantic_scores(embed, data) -> dict:
         p = np.mean([_softmax(embed(view)[0]) for view in _views(images)], axis=0)
         return 1 - p.max(1)
 
-    real, fake = embed(data["test_REAL"][4000:])[1], embed(data["test_FAKE"][4000:])[1]
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
-    scaler = StandardScaler().fit(real)
-    neighbours = NearestNeighbors(n_neighbors=5).fit(scaler.transform(real))
+    def noise_cosine(images):
+        noisy = images + np.random.default_rng(0).normal(0, 4, images.shape)
+        a, b = embed(images.astype(np.float32))[1], embed(np.clip(noisy, 0, 255).astype(np.float32))[1]
+        return 1 - (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    @cache
+    def fitted():  # on first use: a rerun whose kinds are all recorded fits nothing
+        real, fake = embed(data["test_REAL"][4000:])[1], embed(data["test_FAKE"][4000:])[1]
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
+        scaler = StandardScaler().fit(real)
+        return probe, scaler, NearestNeighbors(n_neighbors=5).fit(scaler.transform(real))
+
+    def knn_real(images):
+        _, scaler, neighbours = fitted()
+        return neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1)
+
     return {
         "doubt": doubt,
         "maxlogit": lambda images: -embed(images)[0].max(1),
         "doubt-views": doubt_views,
-        "linear-sd": lambda images: probe.predict_proba(embed(images)[1])[:, 1],
-        "knn-real": lambda images: neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1),
-        "doubt+shipped": with_shipped(doubt, data["test_REAL"][4000:6000]),
+        "noise-cosine": noise_cosine,
+        "linear-sd": lambda images: fitted()[0].predict_proba(embed(images)[1])[:, 1],
+        "knn-real": knn_real,
+        "doubt+shipped": joined((doubt, shipped_score), data["test_REAL"][4000:6000]),
     }
 
 
@@ -499,18 +661,20 @@ def feature_scores(embed, real: np.ndarray, classes: np.ndarray) -> dict:
     from sklearn.covariance import LedoitWolf
     from sklearn.neighbors import NearestNeighbors
 
-    features = embed(real)[1]
-    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    neighbours = NearestNeighbors(n_neighbors=50).fit(unit)
-    means = np.stack([features[classes == k].mean(0) for k in range(10)])
-    shared = LedoitWolf().fit(features - means[classes])
+    @cache
+    def fitted():  # on first use: a rerun whose kinds are all recorded embeds nothing
+        features = embed(real)[1]
+        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+        means = np.stack([features[classes == k].mean(0) for k in range(10)])
+        return NearestNeighbors(n_neighbors=50).fit(unit), means, LedoitWolf().fit(features - means[classes])
 
     def knn(images):
         f = embed(images)[1]
-        return neighbours.kneighbors(f / np.linalg.norm(f, axis=1, keepdims=True))[0][:, -1]
+        return fitted()[0].kneighbors(f / np.linalg.norm(f, axis=1, keepdims=True))[0][:, -1]
 
     def mahalanobis(images):
         f = embed(images)[1]
+        _, means, shared = fitted()
         return np.min([shared.mahalanobis(f - mean) for mean in means], axis=0)
 
     return {
@@ -518,6 +682,13 @@ def feature_scores(embed, real: np.ndarray, classes: np.ndarray) -> dict:
         "knn-train": knn,
         "mahalanobis": mahalanobis,
     }
+
+
+def _batched(model, images: np.ndarray, size: int = 500) -> list[np.ndarray]:
+    """``model``'s outputs on ``images``, run in slices of ``size`` and joined: one array per output."""
+    parts = [model(images[i : i + size], training=False) for i in range(0, len(images), size)]
+    parts = [part if isinstance(part, list | tuple) else [part] for part in parts]
+    return [np.concatenate([np.asarray(part[k]) for part in parts]) for k in range(len(parts[0]))]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -542,9 +713,7 @@ def rotation_scores(model, doubt, real: np.ndarray) -> dict:
         losses = []
         for k in range(4):
             turned = np.rot90(images, k, axes=(1, 2))
-            logits = np.concatenate(
-                [np.asarray(model(turned[i : i + 500], training=False)[1]) for i in range(0, len(turned), 500)]
-            )
+            logits = _batched(model, turned)[1]
             losses.append(
                 np.asarray(
                     keras.losses.sparse_categorical_crossentropy(np.full(len(images), k), logits, from_logits=True)
@@ -560,22 +729,33 @@ def rotation_scores(model, doubt, real: np.ndarray) -> dict:
     return {"rotation": rotation, "doubt+rotation": both}
 
 
-def with_shipped(score, real: np.ndarray):
-    """``score`` and the shipped detector's P(Fake) joined by the smaller of their p-values under ``real``
-    photographs (the share of them that score at least as high): an image is as suspect as its stranger score."""
-    import keras
+def joined(scores, real: np.ndarray):
+    """``scores`` joined by the smallest of their p-values under ``real`` photographs (the share of them that score
+    at least as high): an image is as suspect as its strangest score."""
 
+    @cache
+    def references():  # on first use: a rerun whose kinds are all recorded scores nothing
+        return [np.sort(score(real)) for score in scores]
+
+    def score(images):
+        tails = [1 - np.searchsorted(r, s(images)) / len(r) for r, s in zip(references(), scores, strict=True)]
+        return -np.min(tails, axis=0)
+
+    return score
+
+
+def shipped_score(images: np.ndarray) -> np.ndarray:
+    """The shipped robust detector's P(Fake) (loaded on first use)."""
     from cifake.model import predict_proba
 
-    shipped = keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-robust.keras", safe_mode=True)
-    scores = (score, lambda images: predict_proba(shipped, images).reshape(-1))
-    references = [np.sort(s(real)) for s in scores]
+    return predict_proba(_shipped(), images).reshape(-1)
 
-    def joined(images):
-        tails = [1 - np.searchsorted(r, s(images)) / len(r) for r, s in zip(references, scores, strict=True)]
-        return -np.minimum(*tails)
 
-    return joined
+@cache
+def _shipped():
+    import keras
+
+    return keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-robust.keras", safe_mode=True)
 
 
 def _append(record: dict) -> None:
@@ -804,10 +984,12 @@ def residual_front(model):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "step",
-        choices=["data", "diffusion", "fakes", "gan", "ae", "warp", "semantic", "ensemble", "spectrum", "detect"],
-    )
+    steps = {
+        "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
+        "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
+        "spectrum": cmd_spectrum, "detect": cmd_detect,
+    }  # fmt: skip
+    parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
     parser.add_argument("--cifake", type=Path, default=Path("/tmp/cifake"), help="an extracted CIFAKE folder")
     parser.add_argument("--validation", type=Path, default=ROOT.parent / "shared" / "generators32" / "fakes")
@@ -831,6 +1013,7 @@ def main() -> None:
     parser.add_argument("--rotation", action="store_true", help="semantic: also name each image's quarter turn")
     parser.add_argument("--activation", default="gelu", help="semantic: the classifier's activation")
     parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")
+    parser.add_argument("--pixel", default="", help="ensemble: a pixel step's name, its code length joined in")
     parser.add_argument("--arch", choices=["vgg", "airbench"], default="vgg", help="semantic: the classifier")
     parser.add_argument("--batch", type=int, default=256, help="semantic: batch size")
     parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")
@@ -845,11 +1028,6 @@ def main() -> None:
         args.widths = defaults.get(args.step, [32, 64, 128])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     (args.root / args.name).mkdir(parents=True, exist_ok=True)
-    steps = {
-        "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
-        "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "spectrum": cmd_spectrum,
-        "detect": cmd_detect,
-    }  # fmt: skip
     steps[args.step](args)
 
 
