@@ -763,7 +763,7 @@ def joined(scores, real: np.ndarray):
 
     @cache
     def references():  # on first use: a rerun whose kinds are all recorded scores nothing
-        return [np.sort(score(real)) for score in scores]
+        return [np.sort(s(real)) for s in scores]
 
     def score(images):
         tails = [1 - np.searchsorted(r, s(images)) / len(r) for r, s in zip(references(), scores, strict=True)]
