@@ -410,8 +410,9 @@ def cmd_pixel(args) -> None:
     """A lossless coder's view (ZED, Cozzolino et al. 2024): a PixelCNN (:func:`pixel_net`) trained on CIFAKE
     train/REAL only; generated images may cost fewer bits than photographs, or fewer than the model expects of
     them. Scores: ``nll`` (the code length, negated), ``zed`` (code length minus expected length, negated) and
-    ``zed-abs`` (its distance from test REAL 4000-5999's median, either way), and the baseline
-    :func:`linear_cost`. A killed run resumes after its last finished epoch."""
+    ``zed-abs`` (its distance from test REAL 4000-5999's median, either way), and once for all
+    ``pixel`` runs the baseline :func:`linear_cost` (``pixel:linear``). A killed run resumes after its last finished
+    epoch."""
 
     folder = args.root / args.name
     path = folder / "pixelcnn.keras"
@@ -437,8 +438,8 @@ def cmd_pixel(args) -> None:
         return {"fakes": "none", "input": kind, "bits_test_real": float(nll.mean())}
 
     _score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
-    baseline = {"linear": linear_cost(data["train_REAL"][:5000])}  # seconds to fit: no training minutes
-    _score_kinds(args, data, folder.name, baseline, lambda kind: {"fakes": "none", "input": kind}, lambda kind: {})
+    baseline = {"linear": linear_cost(data["train_REAL"][:5000])}  # no network: one row, no training minutes
+    _score_kinds(args, data, "pixel", baseline, lambda kind: {"fakes": "none", "input": kind}, lambda kind: {})
 
 
 def rotation_task(net, seed: int):
