@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, load_benchmark
 
 pytestmark = pytest.mark.code
 
@@ -107,14 +107,7 @@ def test_front_pages_stay_short(name, limit):
 
 def test_generated_tables_are_current():
     """The card's and the notebook's generated blocks equal what card_tables.py makes from the metrics files."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("card_tables", ROOT / "benchmarks" / "card_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for path, text in module.documents().items():
+    for path, text in load_benchmark("card_tables").documents().items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path.name} is stale: python benchmarks/card_tables.py --write"
         )

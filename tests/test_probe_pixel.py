@@ -3,20 +3,15 @@ likelihood if no sub-pixel's prediction sees that sub-pixel or any after it."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe", ROOT / "benchmarks" / "generalisation_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("generalisation_probe")
 
 
 @pytest.mark.parametrize(("row", "col", "channel"), [(0, 0, 0), (10, 12, 1), (31, 31, 2)])
