@@ -35,6 +35,9 @@ CARD = ROOT / "models" / "pretrained" / "MODEL_CARD.md"
 # benchmarks/generalisation.py on the shipped files: fakes of generators none of them trained on (issue 40)
 GENERALISATION = ROOT / "models" / "pretrained" / "generalisation.json"
 SHIPPED = "cifake-robust.keras"
+# model_targets.py on cifake-generalist.keras, and the probe row of its classifier (its training minutes)
+GENERALIST_RUN = RUNS / "generalist-2026-12-07"
+GENERALIST_CLASSIFIER = "semantic-airbench-b8-held:doubt"
 NOTEBOOK = ROOT / "docs" / "experiments.md"
 
 # The targets of the robust model, as the results tables print them.
@@ -153,6 +156,24 @@ def targets_table(ev: dict, unseen: dict, novel: dict, folder: Path = SHIPPED_RU
     A mean over everyday changes takes the interval of one accuracy on the same images: the changes share those
     images, so the mean varies no more than a single accuracy does, and this interval is the wider, safe one.
     """
+    rows = ["| target | shipped robust model [95 % interval] | verdict |", "|---|---|---|"]
+    return rows + check_rows(ev, unseen, novel) + cost_rows(ev["robust_model"], folder)
+
+
+def generalist_targets(ev: dict, unseen: dict, novel: dict, classifier_minutes: float) -> list[str]:
+    """The same targets for the generalist file (model_targets.py's files), and its recipe's time: the shipped
+    run's, then its classifier's training."""
+    rows = [f"| target | `{ev['model']}` [95 % interval] | verdict |", "|---|---|---|"]
+    shipped = run_minutes(SHIPPED_RUN)
+    minutes = shipped + classifier_minutes
+    time_verdict = within_budget(minutes)
+    cost = f"{shipped:.0f} + {classifier_minutes:.0f} min"
+    last = f"| full run (the shipped run, then the classifier) ≤ 150 min | {cost} | {time_verdict} |"
+    return rows + check_rows(ev, unseen, novel) + [last]
+
+
+def check_rows(ev: dict, unseen: dict, novel: dict) -> list[str]:
+    """One row per CIFAKE target of ``ev`` (``evaluate``'s shape, its robust model) and the masking check."""
     robust = ev["robust_model"]
     listed, k = robust["corruptions"], ev["attack_images"]
     checks = [
@@ -167,16 +188,15 @@ def targets_table(ev: dict, unseen: dict, novel: dict, folder: Path = SHIPPED_RU
         n = suite["images"]
         checks.append((f"{name}: mean ≥ 90 %", suite["mean"], 0.90, "%", interval(suite["mean"], n)))
         checks.append((f"{name}: worst ≥ {100 * worst:.0f} %", suite["worst"], worst, "%", interval(suite["worst"], n)))
-    rows = ["| target | shipped robust model [95 % interval] | verdict |", "|---|---|---|"]
+    rows = []
     for name, value, bound, unit, ci in checks:
         shown = judged(value, bound, unit)[0]
         rows.append(f"| {name} | {shown}{shown_interval(ci)} | {verdict(value, bound, unit, ci)} |")
     masked = robust["gradient_masking_suspect_eps_255"]
-    rows.append(
+    return rows + [
         f"| no gradient masking (PGD ≤ FGSM + 1 point at every ε) | suspects: {masked or 'none'} | "
         f"{'met' if not masked else '**missed**'} |"
-    )
-    return rows + cost_rows(robust, folder)
+    ]
 
 
 def judged(value: float, bound: float, unit: str) -> tuple[str, str, bool]:
@@ -207,9 +227,19 @@ def stored_interval(figures: dict) -> tuple[float, float]:
     return figures["accuracy_ci95_low"], figures["accuracy_ci95_high"]
 
 
+def within_budget(minutes: float, budget: float = 150) -> str:
+    """The training-time target's verdict: met or missed, by how many minutes."""
+    return f"met by {budget - minutes:.0f} min" if minutes <= budget else f"**missed** by {minutes - budget:.0f} min"
+
+
+def run_minutes(folder: Path) -> float:
+    """A full run's training time: its train and fgsm_finetune epochs' wall time."""
+    return sum(epoch_seconds(history(folder, name)) for name in ("train", "finetune")) / 60
+
+
 def cost_rows(robust: dict, folder: Path) -> list[str]:
     """The full run's time and the stretch target (clean and PGD-20 at 4/255 with at most 1.5 M parameters)."""
-    minutes = sum(epoch_seconds(history(folder, name)) for name in ("train", "finetune")) / 60
+    minutes = run_minutes(folder)
     params = json.loads((folder / "finetune.json").read_text())["parameters"]
     shown, short = [], []
     for what, figures, bound in (("clean", robust["clean"], 0.966), ("PGD-20 4/255", robust["pgd_eps4"], 0.87)):
@@ -219,7 +249,7 @@ def cost_rows(robust: dict, folder: Path) -> list[str]:
         short += [] if said.startswith("met") else [f"{what}: {said}"]
     short += ["parameters: **missed**"] if params > 1_500_000 else []
     stretch = "; ".join(short) if short else "met"
-    time_verdict = f"met by {150 - minutes:.0f} min" if minutes <= 150 else f"**missed** by {minutes - 150:.0f} min"
+    time_verdict = within_budget(minutes)
     return [
         f"| full run (train + fgsm_finetune) ≤ 150 min | {minutes:.0f} min (its epochs' wall time) | {time_verdict} |",
         f"| stretch: clean ≥ 96.6 % with PGD-20 at 4/255 ≥ 87 %, ≤ 1.5 M parameters | {' / '.join(shown)}, "
@@ -344,6 +374,28 @@ def probe_table(lines: list[dict]) -> list[str]:
     return rows
 
 
+def trade_table(lines: list[dict], budget: float = 0.94) -> list[str]:
+    """The trade between the two sides as a curve of runs: the probes that no other beats on both validation
+    mean caught and Stable Diffusion caught, among those that call at least ``budget`` of test REAL Real (each
+    score's threshold is set to call 95 %; a detector's 0.5 may call fewer), from most SD caught to least."""
+    points = [line["summary"] for line in lines if line["summary"]["real_called_real"] >= budget]
+
+    def beaten(p: dict) -> bool:
+        a, b = p["val_mean_caught"], p["sd_caught"]
+        return any(
+            q["val_mean_caught"] >= a and q["sd_caught"] >= b and (q["val_mean_caught"] > a or q["sd_caught"] > b)
+            for q in points
+        )
+
+    front = sorted((p for p in points if not beaten(p)), key=lambda p: -p["sd_caught"])
+    rows = ["| probe | SD caught | validation: mean caught | mean AUC | real called Real |", "|---|---|---|---|---|"]
+    return rows + [
+        f"| {p['name']} | {_pct(p['sd_caught'])} | {_pct(p['val_mean_caught'])} | {p['val_mean_auc']:.2f} | "
+        f"{_pct(p['real_called_real'])} |"
+        for p in front
+    ]
+
+
 def _pct(share: float) -> str:
     return f"{100 * share:.1f} %"
 
@@ -387,12 +439,22 @@ def card_blocks() -> dict[str, list[str]]:
         "everyday": corruption_table(ev),
         "unseen-novel": suite_table(unseen, novel),
         "targets": targets_table(ev, unseen, novel),
+        "generalist-targets": generalist_block(),
         "transfer": transfer_table(ev, transfer_files(SHIPPED_RUN)),
         "test2": [
             f"Test_dataset_2 ({t2['attack']}, white-box against the robust model): {scored(t2)}, F1 {t2['f1']:.3f}; "
             f"competition score (0.4 × clean + 0.6 × Test_dataset_2): {100 * ev['competition_score']:.2f}."
         ],
     }
+
+
+def generalist_block() -> list[str]:
+    """The generalist file's targets table, from its model_targets.py folder and its classifier's probe row."""
+    ev = json.loads((GENERALIST_RUN / "evaluate.json").read_text())
+    suites = {line["suite"]: line for line in read_jsonl(GENERALIST_RUN / "suites.jsonl")}
+    probes = read_jsonl(RESULTS / "generalisation.jsonl")
+    minutes = next(line["train_minutes"] for line in probes if line["name"] == GENERALIST_CLASSIFIER)
+    return generalist_targets(ev, suites["unseen"], suites["novel"], minutes)
 
 
 def notebook_blocks() -> dict[str, list[str]]:
@@ -407,6 +469,7 @@ def notebook_blocks() -> dict[str, list[str]]:
         "flip-average": flat_table(read_jsonl(RESULTS / "flip_average.jsonl")),
         "weight-interpolation": flat_table(read_jsonl(RESULTS / "weight_interpolation.jsonl")),
         "generalisation-probes": probe_table(read_jsonl(RESULTS / "generalisation.jsonl")),
+        "generalisation-trade": trade_table(read_jsonl(RESULTS / "generalisation.jsonl")),
     }
 
 

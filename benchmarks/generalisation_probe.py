@@ -17,6 +17,8 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
+    python benchmarks/generalisation_probe.py file --name cifake-robust          # a shipped file, at its 0.5
+    python benchmarks/generalisation_probe.py lowlevel                           # colour, nearest photographs
     python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
 
 ``detect`` trains a small ResNet with the project's own ``training.fit`` (flips, shifts, everyday changes on half
@@ -217,13 +219,19 @@ def whitening_kernel(images: np.ndarray, eps: float = 5.0e-4) -> np.ndarray:
 
 
 def airbench_net(
-    widths=(64, 256, 256), activation: str = "relu", whitening: np.ndarray | None = None, bias_scale: float = 1.0
+    widths=(64, 256, 256),
+    activation: str = "relu",
+    whitening: np.ndarray | None = None,
+    bias_scale: float = 1.0,
+    augment: bool = True,
 ):
     """airbench94's network (Jordan 2024, KellerJordan/cifar10-airbench) in Keras: a frozen whitening 2x2
     convolution, three groups of convolution, max pooling, batch norm (no scale), activation, convolution, the
     convolutions started as identities, and a bias-free linear head scaled by 1/9; flips and 2-pixel shifts.
     Its layer ``features`` is the pooled last group. With ``bias_scale`` c the batch norms' biases are c times a
-    trained variable, which under SGD is airbench's c² times larger learning rate for them at the same decay."""
+    trained variable, which under SGD is airbench's c² times larger learning rate for them at the same decay.
+    Without ``augment`` it has no random layers (Keras's random layers augment when called without
+    ``training=False``)."""
     import keras
 
     def norm(x):
@@ -231,8 +239,9 @@ def airbench_net(
         return keras.layers.Activation(activation)(x if bias_scale == 1 else _scaled_bias()(bias_scale)(x))
 
     x = inputs = keras.Input((32, 32, 3))
-    x = keras.layers.RandomFlip("horizontal")(x)
-    x = keras.layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect")(x)
+    if augment:
+        x = keras.layers.RandomFlip("horizontal")(x)
+        x = keras.layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect")(x)
     x = keras.layers.Normalization(mean=CIFAR_MEAN * 255, variance=(CIFAR_STD * 255) ** 2)(x)
     white = keras.layers.Conv2D(24, 2, name="whitening", trainable=False)
     x = keras.layers.Activation(activation)(white(x))
@@ -277,6 +286,25 @@ def _scaled_bias():
             return super().get_config() | {"scale": self.scale}
 
     return ScaledBias
+
+
+def for_inference(model):
+    """An ``airbench_net`` as the same function in built-in layers only, without random layers (safe to load and
+    call anywhere): each batch norm of a ``bias_scale`` c model gets the bias c * b of the ``ScaledBias`` after it."""
+    import keras
+
+    widths = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable]
+    activation = next(layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation))
+    plain = airbench_net(tuple(widths[::2]), activation, augment=False)
+    source = iter(layer for layer in model.layers if layer.weights)
+    for layer in (layer for layer in plain.layers if layer.weights):
+        original = next(source)
+        weights = original.get_weights()
+        if isinstance(original, keras.layers.BatchNormalization) and not original.center:
+            bias = next(source)
+            weights = [bias.scale * bias.get_weights()[0], *weights]
+        layer.set_weights(weights)
+    return plain
 
 
 def load_classifier(path: Path):
@@ -519,9 +547,27 @@ def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
     return loss
 
 
+def shipped_val_reals(args) -> np.ndarray:
+    """Indices (into train/REAL in file-name order) of the real photographs the shipped models never trained on:
+    ``preprocess``'s validation split of the full archive, redrawn as it draws it (params.yaml's seed and
+    ``preprocess.val_fraction``, stratified over every train image, REAL listed before FAKE)."""
+    from sklearn.model_selection import train_test_split
+
+    from cifake.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    counts = [len(list((args.cifake / "train" / cls).iterdir())) for cls in ("REAL", "FAKE")]
+    labels = np.repeat([0, 1], counts)
+    _, val = train_test_split(
+        np.arange(len(labels)), test_size=params.preprocess.val_fraction, stratify=labels, random_state=params.seed
+    )
+    return np.sort(val[val < counts[0]])
+
+
 def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path: Path) -> None:
-    """Train the step's classifier on train/REAL (and ``outliers``) and save it in float32 at ``path``; a killed
-    run resumes after its last finished epoch."""
+    """Train the step's classifier on train/REAL (all, or with ``--holdout shipped-val`` all but
+    :func:`shipped_val_reals`) and ``outliers``, and save it in float32 at ``path``; a killed run resumes after its
+    last finished epoch."""
     import keras
 
     if args.rotation and outliers:
@@ -531,8 +577,12 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     build = _classifier_builder(args, real)
     net = build()
     model = rotation_task(net, args.seed) if args.rotation else net
+    classes = cifar_classes(args.cifake / "train" / "REAL")
+    if args.holdout == "shipped-val":
+        kept = np.setdiff1d(np.arange(len(real)), shipped_val_reals(args))
+        real, classes = real[kept], classes[kept]
     x = np.concatenate([real, *outliers.values()])
-    y = np.r_[cifar_classes(args.cifake / "train" / "REAL"), -np.ones(len(x) - len(real), np.int64)]
+    y = np.r_[classes, -np.ones(len(x) - len(real), np.int64)]
     steps = args.epochs * (len(x) // args.batch + 1)
     loss = None if args.rotation else outlier_exposure_loss(args.oe, args.smoothing)
     model.compile(_semantic_optimizer(args, steps), loss=loss)
@@ -935,6 +985,62 @@ def cmd_spectrum(args) -> None:
     )
 
 
+def colour_features(x: np.ndarray) -> np.ndarray:
+    """Per image (10 numbers): saturation's mean and spread, the mean of each pixel's largest and smallest channel,
+    the spread of all values, the spreads of luma and of the two chroma channels, and the chroma's mean size."""
+    x = x.astype(np.float32) / 255
+    high, low = x.max(-1), x.min(-1)
+    saturation = (high - low) / (high + 1.0e-6)
+    ycc = x @ np.array([[0.299, -0.1687, 0.5], [0.587, -0.3313, -0.4187], [0.114, 0.5, -0.0813]], np.float32)
+    features = [saturation.mean((1, 2)), saturation.std((1, 2)), high.mean((1, 2)), low.mean((1, 2)), x.std((1, 2, 3))]
+    features += [ycc[..., c].std((1, 2)) for c in range(3)] + [np.abs(ycc[..., c]).mean((1, 2)) for c in (1, 2)]
+    return np.stack(features, 1)
+
+
+def nearest_closeness(train: np.ndarray, k: int = 10):
+    """Minus each image's pixel-space distance to its ``k``-th nearest image of ``train``."""
+    flat = train.reshape(len(train), -1).astype(np.float32) / 255
+    norms = (flat**2).sum(1)
+
+    def score(images: np.ndarray) -> np.ndarray:
+        x = images.reshape(len(images), -1).astype(np.float32) / 255
+        squared = [
+            np.partition((part**2).sum(1)[:, None] + norms[None] - 2 * part @ flat.T, k - 1, axis=1)[:, k - 1]
+            for part in np.array_split(x, max(1, len(x) // 500))
+        ]
+        return -np.sqrt(np.maximum(np.concatenate(squared), 0))
+
+    return score
+
+
+def cmd_lowlevel(args) -> None:
+    """Two more scores without a network: colour statistics (:func:`colour_features`) one-class (Mahalanobis
+    distance to 20 000 train/REAL images), and closeness to the training photographs (``nn-pixels``: a generator's
+    images might sit nearer the photographs it learnt from than new photographs do; all 50 000 train/REAL)."""
+    from sklearn.covariance import LedoitWolf
+
+    data = cifake(args)
+    one_class = LedoitWolf().fit(colour_features(data["train_REAL"][:20000]))
+    scores = {
+        "colour": lambda images: one_class.mahalanobis(colour_features(images)),
+        "nn-pixels": nearest_closeness(data["train_REAL"]),
+    }
+    _score_kinds(args, data, "lowlevel", scores, lambda kind: {"fakes": "none", "input": kind}, lambda kind: {})
+
+
+def cmd_file(args) -> None:
+    """A model file of models/pretrained (``--name``, without ``.keras``) scored as the probes are, at its own 0.5
+    threshold (run ``file:NAME``): the shipped files as points of the trade between the two sides."""
+    from cifake.model import load_model, predict_proba
+
+    args.name = f"file:{args.name}"
+    if args.name in _recorded():
+        return
+    model = load_model(ROOT / "models" / "pretrained" / f"{args.name.removeprefix('file:')}.keras")
+    record = scored(args, cifake(args), lambda images: predict_proba(model, images))
+    _append({"name": args.name, "fakes": "none", "input": "pixels"} | record)
+
+
 def _score_kinds(args, data, prefix: str, scores: dict, describe, skip, minutes: float = 0.0) -> None:
     """Record each score of ``scores`` not yet in the results file as run ``prefix:kind``: its threshold calls
     95 % of test REAL 2000-3999 Real; ``describe(kind)`` gives the record's fields and ``skip(kind)`` the own
@@ -1035,7 +1141,7 @@ def main() -> None:
     steps = {
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
         "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
-        "spectrum": cmd_spectrum, "detect": cmd_detect,
+        "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "detect": cmd_detect, "file": cmd_file,
     }  # fmt: skip
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
@@ -1058,6 +1164,10 @@ def main() -> None:
     parser.add_argument("--fakes", default="sd=24000")
     parser.add_argument("--reals", type=int, default=24000)
     parser.add_argument("--outliers", default="", help="semantic: images to be unsure of, as --fakes")
+    parser.add_argument(
+        "--holdout", choices=["none", "shipped-val"], default="none",
+        help="semantic: train/REAL images kept out of training (shipped-val: those the shipped models never saw)",
+    )  # fmt: skip
     parser.add_argument("--rotation", action="store_true", help="semantic: also name each image's quarter turn")
     parser.add_argument("--activation", default="gelu", help="semantic: the classifier's activation")
     parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")

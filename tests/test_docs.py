@@ -99,8 +99,8 @@ def test_the_source_check_sees_a_row_without_a_link():
     assert unsourced(published_rows(sized_in_header)) == []
 
 
-# the card grew a table of other generators (issue 40)
-@pytest.mark.parametrize(("name", "limit"), [("README.md", 12_000), ("models/pretrained/MODEL_CARD.md", 16_500)])
+# the card grew a table of other generators, then both front pages the generalist file (issue 40)
+@pytest.mark.parametrize(("name", "limit"), [("README.md", 12_600), ("models/pretrained/MODEL_CARD.md", 18_500)])
 def test_front_pages_stay_short(name, limit):
     assert len((ROOT / name).read_text(encoding="utf-8")) <= limit
 

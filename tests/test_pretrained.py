@@ -33,8 +33,9 @@ def test_every_shipped_model_is_listed_and_intact():
 
 
 def test_only_the_models_a_user_picks_from_are_in_the_tree():
-    """At most three model files, none in subfolders: candidates live in git history, DVC and MLflow."""
-    assert len(list(PRETRAINED.glob("*.keras"))) <= 3
+    """At most four model files (three CIFAKE detectors and the generalist), none in subfolders: candidates live
+    in git history, DVC and MLflow."""
+    assert len(list(PRETRAINED.glob("*.keras"))) <= 4
     assert list(PRETRAINED.rglob("*/*.keras")) == []
 
 
@@ -68,3 +69,22 @@ def test_predict_generated_images_with_the_shipped_model(tmp_path):
     paths = [tmp_path / "raw" / "test" / r["Image Name"] for r in rows]
     p = np.reshape(model(np.stack([load_image(q) for q in paths]).astype(np.float32)), [-1])
     assert [r["Predicted Label"] for r in rows] == ["Fake" if v >= 0.5 else "Real" for v in p]
+
+
+def test_every_shipped_file_has_its_measured_generalisation():
+    """generalisation.json holds figures for each shipped file as it is now (same sha256), so `cifake predict`
+    and the demo quote measured figures, never none or a stale file's."""
+    from cifake.generalisation import figures_for
+
+    for path in sorted(PRETRAINED.glob("*.keras")):
+        assert figures_for(path) is not None, f"{path.name}: no figures for this file in generalisation.json"
+
+
+def test_generalist_file_is_a_plain_deterministic_detector():
+    """The generalist (the robust detector joined with a classifier's doubt) loads safely, keeps the contract,
+    and gives the same output on every call: no random layer augments when it is called without training=False."""
+    model = load_model(PRETRAINED / "cifake-generalist.keras")  # safe_mode=True inside
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    first, second = np.asarray(model(images)), np.asarray(model(images))
+    assert first.shape == (8, 1) and first.dtype == np.float32 and np.all((first >= 0) & (first <= 1))
+    np.testing.assert_array_equal(first, second)

@@ -12,9 +12,8 @@ __all__ = ["EXIT_FATAL", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "main"]
 # The shipped weights live in the repository (the package is installed editable from it).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "pretrained" / "cifake-robust.keras"
 DEMO_MODELS = [DEFAULT_MODEL, DEFAULT_MODEL.with_name("cifake-clean-only.keras")]
-SHIPPED = [DEFAULT_MODEL.with_name(name) for name in ("cifake-clean.keras", "cifake-clean-only.keras")] + [
-    DEFAULT_MODEL
-]
+OTHER_FILES = ("cifake-clean.keras", "cifake-clean-only.keras", "cifake-generalist.keras")
+SHIPPED = [DEFAULT_MODEL.with_name(name) for name in OTHER_FILES] + [DEFAULT_MODEL]
 # options of `cifake predict` that --spark does not take, with their defaults
 SPARK_DEFAULTS = {"precision": "auto", "single_view": False, "batch_size": 256}
 # where the training stages keep MLflow records their server missed (stages/train.py, fgsm_finetune.py)
@@ -124,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "register",
-        help="register models (default: the three shipped ones) as versions of cifake-detector in MLflow, "
+        help="register models (default: the four shipped ones) as versions of cifake-detector in MLflow, "
         "to load with mlflow.pyfunc or mlflow.keras and serve with `mlflow models serve`",
     )
     r.add_argument("files", type=Path, nargs="*", default=SHIPPED, help="the .keras files (default: the shipped ones)")

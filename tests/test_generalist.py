@@ -1,0 +1,84 @@
+"""The generalist file (cifake.generalist): a detector and a classifier's doubt joined in one safe Keras model.
+
+Toy parts with known behaviour: the detector's P(Fake) grows with brightness; the classifier is confident on
+images whose red and blue differ and unsure (uniform softmax) where they are equal.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cifake.generalist import joined_detector
+from cifake.model import INPUT_SHAPE, LOGITS_LAYER, load_model, predict_proba, save_model
+
+
+def _frozen(x, kernel: np.ndarray, bias: np.ndarray, activation=None):
+    dense = keras.layers.Dense(kernel.shape[1], activation=activation)
+    out = dense(x)
+    dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return out
+
+
+def toy_parts() -> tuple[keras.Model, keras.Model]:
+    pixels = keras.Input(INPUT_SHAPE)
+    means = keras.layers.GlobalAveragePooling2D()(pixels)
+    detector = keras.Model(pixels, _frozen(means, np.full((3, 1), 1 / 96), np.array([-4.0]), "sigmoid"))
+    red_minus_blue = np.zeros((3, 10))
+    red_minus_blue[0], red_minus_blue[2] = np.arange(10) - 4.5, -(np.arange(10) - 4.5)
+    classifier = keras.Model(pixels, _frozen(means, red_minus_blue / 10, np.zeros(10)))
+    return detector, classifier
+
+
+def photographs(n: int, seed: int) -> np.ndarray:
+    """Mid-bright images with red and blue far apart (the toy classifier is sure of them)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(60, 140, (n, 1, 1, 1))
+    colour = rng.choice([-1, 1], (n, 1, 1, 1)) * rng.uniform(40, 60, (n, 1, 1, 1))
+    x = np.repeat(np.repeat(base, 32, 1), 32, 2).repeat(3, 3)
+    x[..., 0:1] += colour
+    x[..., 2:3] -= colour
+    return np.clip(x + rng.normal(0, 3, x.shape), 0, 255).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def generalist():
+    detector, classifier = toy_parts()
+    return joined_detector(detector, classifier, photographs(400, 0), photographs(400, 1), real_share=0.95)
+
+
+def test_threshold_calls_the_share_of_real_photographs_real(generalist):
+    called_real = predict_proba(generalist, photographs(400, 1)) < 0.5
+    assert called_real.mean() == pytest.approx(0.95, abs=0.01)
+    fresh = predict_proba(generalist, photographs(2000, 2)) < 0.5
+    assert 0.92 <= fresh.mean() <= 0.98  # a new draw of the same photographs: about the same share
+
+
+def test_an_image_strange_to_either_part_is_called_fake(generalist):
+    typical = photographs(50, 3)
+    too_bright = typical.copy() + 100.0  # the detector's strangeness (colour kept)
+    grey = np.repeat(typical.mean(-1, keepdims=True), 3, -1)  # the classifier's doubt (brightness kept)
+    assert (predict_proba(generalist, np.clip(too_bright, 0, 255)) >= 0.5).all()
+    assert (predict_proba(generalist, grey) >= 0.5).all()
+    assert (predict_proba(generalist, typical) < 0.5).mean() >= 0.8
+
+
+def test_output_is_monotone_in_each_score(generalist):
+    image = photographs(1, 4)
+    brighter = np.stack([np.clip(image[0] + shift, 0, 255) for shift in np.linspace(-60, 80, 15)])
+    p = predict_proba(generalist, brighter)
+    assert np.all(np.diff(p) >= -1e-6)
+    assert p[-1] > p[0]
+
+
+def test_file_loads_safely_with_the_contract(generalist, tmp_path):
+    path = tmp_path / "generalist.keras"
+    save_model(generalist, path)
+    loaded = load_model(path)
+    images = photographs(20, 5)
+    out = np.asarray(loaded(images))
+    assert out.dtype == np.float32 and out.shape == (20, 1)
+    assert ((out >= 0) & (out <= 1)).all()
+    np.testing.assert_allclose(out.reshape(-1), predict_proba(generalist, images), atol=1e-6)
+    assert loaded.get_layer(LOGITS_LAYER) is not None
