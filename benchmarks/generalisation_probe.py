@@ -17,9 +17,9 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
     python benchmarks/generalisation_probe.py detect --name sd-only --fakes sd=24000
+    python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
     python benchmarks/generalisation_probe.py file --name cifake-robust          # a shipped file, at its 0.5
     python benchmarks/generalisation_probe.py lowlevel                           # colour, nearest photographs
-    python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
 
 ``detect`` trains a small ResNet with the project's own ``training.fit`` (flips, shifts, everyday changes on half
 of the images) on 24 000 CIFAKE train/REAL images against the named fakes, then scores every folder of the
@@ -574,13 +574,15 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
         raise SystemExit("--rotation and --outliers are separate probes: give one")
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
-    build = _classifier_builder(args, real)
-    net = build()
-    model = rotation_task(net, args.seed) if args.rotation else net
     classes = cifar_classes(args.cifake / "train" / "REAL")
+    # held out before the whitening is fitted; cifake-generalist.keras's classifier was trained before this order:
+    # its whitening saw the patches of 491 held-out photographs (train/REAL's first 5 000), no labels
     if args.holdout == "shipped-val":
         kept = np.setdiff1d(np.arange(len(real)), shipped_val_reals(args))
         real, classes = real[kept], classes[kept]
+    build = _classifier_builder(args, real)
+    net = build()
+    model = rotation_task(net, args.seed) if args.rotation else net
     x = np.concatenate([real, *outliers.values()])
     y = np.r_[classes, -np.ones(len(x) - len(real), np.int64)]
     steps = args.epochs * (len(x) // args.batch + 1)

@@ -30,12 +30,10 @@ def calibration_photographs(cifake: Path) -> np.ndarray:
     """train/REAL's photographs in ``preprocess``'s validation split, decoded, in a seeded order."""
     from generalisation_probe import shipped_val_reals
 
-    from cifake.generalisation import _image_files
-    from cifake.images import load_image
+    from cifake.generalisation import load_folder
 
-    files = _image_files(cifake / "train" / "REAL")
     chosen = shipped_val_reals(argparse.Namespace(cifake=cifake))
-    images = np.stack([load_image(files[i]) for i in chosen]).astype(np.float32)
+    images = load_folder(cifake / "train" / "REAL")[0][chosen].astype(np.float32)  # file-name order, as the probe's
     return images[np.random.default_rng(0).permutation(len(images))]
 
 

@@ -82,3 +82,19 @@ def test_file_loads_safely_with_the_contract(generalist, tmp_path):
     assert ((out >= 0) & (out <= 1)).all()
     np.testing.assert_allclose(out.reshape(-1), predict_proba(generalist, images), atol=1e-6)
     assert loaded.get_layer(LOGITS_LAYER) is not None
+
+
+def test_bfloat16_copy_converts_the_networks_and_keeps_the_join_float32(generalist):
+    """`cifake predict` runs in bfloat16 where the CPU has it: the joined networks compute in it, while the join
+    (CDFs, maximum, logit) stays float32, or its fine steps would round into ties (seen: the shipped generalist's
+    head in bfloat16 gave many images the same P(Fake))."""
+    from cifake.model import with_precision
+
+    copy = with_precision(generalist, "mixed_bfloat16")
+    networks = [layer for layer in copy.layers if isinstance(layer, keras.Model)]
+    assert len(networks) == 2
+    assert all(layer.dtype_policy.name == "float32" for layer in copy.layers if layer not in networks)
+    assert all(inner.dtype_policy.name == "mixed_bfloat16" for net in networks for inner in net.layers[1:])
+    images = photographs(200, 6)
+    p32, p16 = predict_proba(generalist, images), predict_proba(copy, images)
+    assert np.mean((p32 >= 0.5) == (p16 >= 0.5)) >= 0.95 and np.abs(p32 - p16).mean() < 0.05

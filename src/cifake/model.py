@@ -55,7 +55,9 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     ``mixed_bfloat16`` keeps float32 variables and computes in bfloat16 (about
     1.1-1.5x faster on CPUs with AVX-512 BF16 or AMX; emulated, so slower, elsewhere); the input,
     the logit and P(Fake) stay float32. A flip-averaged model's inner network is converted too (its
-    config nests it, so it is rebuilt around a converted copy). Saved models are converted back to ``float32``.
+    config nests it, so it is rebuilt around a converted copy); a model that joins networks
+    (cifake.generalist) has each converted and keeps its own layers, which map their scores to P(Fake), in
+    float32. Saved models are converted back to ``float32``.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
@@ -63,8 +65,12 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
     if averaged:
         return with_flip_average(with_precision(single, precision), view_shift(model))
     config = model.get_config()
+    networks = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
     for layer in config["layers"]:
-        if layer["class_name"] != "InputLayer" and layer["config"]["name"] not in OUTPUT_LAYERS:
+        name = layer["config"]["name"]
+        if name in networks:  # a joined model's networks are converted; its own layers (the join) stay float32
+            layer["config"] = with_precision(networks[name], precision).get_config()
+        elif not networks and layer["class_name"] != "InputLayer" and name not in OUTPUT_LAYERS:
             layer["config"]["dtype"] = precision
     copy = keras.Model.from_config(config)
     copy.set_weights(model.get_weights())
