@@ -39,10 +39,8 @@ def joined_detector(
     pixels = keras.Input(INPUT_SHAPE, name="pixels")
     scores = _scores(pixels, detector, classifier)
     observed = keras.Model(pixels, scores, name="scores").predict(reference, batch_size=500, verbose=0)
-    strangeness = layers.Maximum(name="strangeness")(
-        [_cdf(score, np.asarray(values), quantiles, name) for score, values, name in zip(
-            scores, observed, ("detector", "doubt"), strict=True)]
-    )  # fmt: skip
+    parts = zip(scores, observed, ("detector", "doubt"), strict=True)
+    strangeness = layers.Maximum(name="strangeness")([_cdf(s, np.asarray(v), quantiles, name) for s, v, name in parts])
     joined = keras.Model(pixels, strangeness)
     threshold = float(np.quantile(joined.predict(threshold_images, batch_size=500, verbose=0), real_share))
     logits = _logit(strangeness, float(np.clip(threshold, 1.0e-3, 1 - 1.0e-3)))
