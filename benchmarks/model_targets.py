@@ -3,10 +3,11 @@
     python benchmarks/model_targets.py models/pretrained/cifake-generalist.keras --data <CIFAKE data/processed> \\
         --out docs/experiments/generalist-2026-12-07
 
-With ``evaluate``'s own functions (cifake.evaluation) and params.yaml's ``evaluate`` section: clean metrics on the
-whole test set; FGSM and PGD-20 (random start, steps of ε/4) at ``--epsilons`` on evaluate's stratified attack
-subset (params.yaml's seed, ``--images``: 2 000, as the card's figures); the listed everyday changes on that
-subset; the card's unseen settings and novel kinds on corruption_suite.py's subset (seed 0, 2 000 images).
+With ``evaluate``'s own functions (cifake.evaluation.score_model) and params.yaml's ``evaluate`` section: clean
+metrics on the whole test set; FGSM and PGD-20 (random start, steps of ε/4) at ``--epsilons`` on evaluate's
+stratified attack subset (params.yaml's seed, ``--images``: 2 000, as the card's figures); the listed everyday
+changes on that subset; the card's unseen settings and novel kinds on corruption_suite.py's subset (seed 0, 2 000
+images).
 Writes OUT/evaluate.json in ``evaluate``'s shape (``robust_model``, ``attack_images``) and OUT/suites.jsonl
 (``unseen``, ``novel``), which card_tables.py reads. A killed run resumes its attacks (finished batches in
 checkpoints/model_targets/MODEL, git-ignored).
@@ -40,22 +41,16 @@ def main() -> int:
 
     from cifake.config import load_params
     from cifake.dataset import Split
-    from cifake.evaluation import attack_sweep, corruption_scores
+    from cifake.evaluation import corruption_scores, score_model
     from cifake.fileio import sha256_file, write_json, write_text
-    from cifake.metrics import classification_metrics, stratified_subset
-    from cifake.model import load_model, predict_proba
+    from cifake.metrics import stratified_subset
+    from cifake.model import load_model
 
     params, start = load_params(), time.time()
-    ev, test, model = params.evaluate, Split.load(args.data / "test.npz"), load_model(args.model)
+    ev = params.evaluate.model_copy(update={"epsilons": tuple(args.epsilons)})
+    test, model = Split.load(args.data / "test.npz"), load_model(args.model)
     subset = stratified_subset(test.y, args.images, params.seed)
-    x, y = test.x[subset], test.y[subset]
-    scores = {"clean": classification_metrics(test.y, predict_proba(model, test.x, ev.batch_size))}
-    scores |= attack_sweep(
-        model, x, y, args.epsilons, pgd_steps=ev.pgd_steps, step_fraction=ev.pgd_step_fraction,
-        batch_size=ev.batch_size, cache=CHECKPOINTS / args.model.stem,
-    )  # fmt: skip
-    listed = {name: (c.kind, c.value) for name, c in ev.corruptions.items()}
-    scores["corruptions"] = corruption_scores(model, x, y, listed, params.seed, ev.batch_size)
+    scores, _ = score_model(model, test, subset, ev, params.seed, cache=CHECKPOINTS / args.model.stem)
     other = np.sort(np.random.default_rng(0).permutation(len(test.y))[: args.images])  # corruption_suite.py's
     lines = [
         {"suite": name, "images": len(other), **corruption_scores(model, test.x[other], test.y[other], suite, 0)}
