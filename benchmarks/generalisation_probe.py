@@ -10,7 +10,8 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py ae --name ae-transpose --epochs 5 --upsample transpose --lr 1e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
-        --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8]
+        --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
+        [--holdout shipped-val] [--coarse 2] [--mixup 0.4]
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64]
     python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
@@ -20,6 +21,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py detect --name sd+diff --fakes sd=12000,diff-nearest/resynth=12000
     python benchmarks/generalisation_probe.py file --name cifake-robust          # a shipped file, at its 0.5
     python benchmarks/generalisation_probe.py lowlevel                           # colour, nearest photographs
+    python benchmarks/generalisation_probe.py layers --name semantic-airbench-b8-held   # hidden layers' statistics
 
 ``detect`` trains a small ResNet with the project's own ``training.fit`` (flips, shifts, everyday changes on half
 of the images) on 24 000 CIFAKE train/REAL images against the named fakes, then scores every folder of the
@@ -224,6 +226,7 @@ def airbench_net(
     whitening: np.ndarray | None = None,
     bias_scale: float = 1.0,
     augment: bool = True,
+    coarse: int = 1,
 ):
     """airbench94's network (Jordan 2024, KellerJordan/cifar10-airbench) in Keras: a frozen whitening 2x2
     convolution, three groups of convolution, max pooling, batch norm (no scale), activation, convolution, the
@@ -231,7 +234,7 @@ def airbench_net(
     Its layer ``features`` is the pooled last group. With ``bias_scale`` c the batch norms' biases are c times a
     trained variable, which under SGD is airbench's c² times larger learning rate for them at the same decay.
     Without ``augment`` it has no random layers (Keras's random layers augment when called without
-    ``training=False``)."""
+    ``training=False``). With ``coarse`` k it sees each image's k x k block means only (its coarse layout)."""
     import keras
 
     def norm(x):
@@ -243,6 +246,8 @@ def airbench_net(
         x = keras.layers.RandomFlip("horizontal")(x)
         x = keras.layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect")(x)
     x = keras.layers.Normalization(mean=CIFAR_MEAN * 255, variance=(CIFAR_STD * 255) ** 2)(x)
+    if coarse > 1:
+        x = keras.layers.AveragePooling2D(coarse)(x)
     white = keras.layers.Conv2D(24, 2, name="whitening", trainable=False)
     x = keras.layers.Activation(activation)(white(x))
     if whitening is not None:
@@ -252,7 +257,7 @@ def airbench_net(
         x = norm(keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x))
     features = keras.layers.Activation("linear", name="features")(keras.layers.GlobalMaxPooling2D()(x))
     logits = keras.layers.Dense(10, use_bias=False)(features)
-    model = keras.Model(inputs, keras.layers.Rescaling(1 / 9, dtype="float32")(logits))
+    model = keras.Model(inputs, keras.layers.Rescaling(1 / 9, dtype="float32")(logits), name="airbench")
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D) and layer.trainable:  # identity start: an implicit residual
             kernel = layer.get_weights()[0]
@@ -295,7 +300,8 @@ def for_inference(model):
 
     widths = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable]
     activation = next(layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation))
-    plain = airbench_net(tuple(widths[::2]), activation, augment=False)
+    pooling = [layer.pool_size[0] for layer in model.layers if isinstance(layer, keras.layers.AveragePooling2D)]
+    plain = airbench_net(tuple(widths[::2]), activation, augment=False, coarse=pooling[0] if pooling else 1)
     source = iter(layer for layer in model.layers if layer.weights)
     for layer in (layer for layer in plain.layers if layer.weights):
         original = next(source)
@@ -549,18 +555,14 @@ def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
 
 def shipped_val_reals(args) -> np.ndarray:
     """Indices (into train/REAL in file-name order) of the real photographs the shipped models never trained on:
-    ``preprocess``'s validation split of the full archive, redrawn as it draws it (params.yaml's seed and
-    ``preprocess.val_fraction``, stratified over every train image, REAL listed before FAKE)."""
-    from sklearn.model_selection import train_test_split
-
+    ``preprocess``'s validation split of the full archive (:func:`cifake.dataset.split_indices` with params.yaml's
+    seed and ``preprocess.val_fraction``, over every train image, REAL listed before FAKE)."""
     from cifake.config import load_params
+    from cifake.dataset import split_indices
 
     params = load_params(ROOT / "params.yaml")
     counts = [len(list((args.cifake / "train" / cls).iterdir())) for cls in ("REAL", "FAKE")]
-    labels = np.repeat([0, 1], counts)
-    _, val = train_test_split(
-        np.arange(len(labels)), test_size=params.preprocess.val_fraction, stratify=labels, random_state=params.seed
-    )
+    _, val = split_indices(np.repeat([0, 1], counts), val_fraction=params.preprocess.val_fraction, seed=params.seed)
     return np.sort(val[val < counts[0]])
 
 
@@ -587,11 +589,48 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     y = np.r_[classes, -np.ones(len(x) - len(real), np.int64)]
     steps = args.epochs * (len(x) // args.batch + 1)
     loss = None if args.rotation else outlier_exposure_loss(args.oe, args.smoothing)
-    model.compile(_semantic_optimizer(args, steps), loss=loss)
     backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
     callbacks = [backup, _epoch_log(path.parent / "minutes.txt")]
-    model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    if args.mixup:
+        if args.rotation or outliers:
+            raise SystemExit("--mixup is a probe of its own: without --rotation or --outliers")
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=args.smoothing)
+        model.compile(_semantic_optimizer(args, steps), loss=loss)
+        batches = mixup_batches(x, y, args.batch, args.mixup, args.seed)
+        model.fit(batches, epochs=args.epochs, callbacks=callbacks, verbose=0)
+    else:
+        model.compile(_semantic_optimizer(args, steps), loss=loss)
+        model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
     _save_float32(build, net, path)
+
+
+def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: int):
+    """Shuffled batches of ``x`` each mixed with a shuffled partner, ``lam * a + (1 - lam) * b`` with ``lam`` drawn
+    from Beta(alpha, alpha) per image, and the same mix of their one-hot classes (mixup, Zhang et al. 2018; better
+    calibrated and less sure off the photographs, Thulasidasan et al. 2019)."""
+    import keras
+
+    class Mixup(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def __len__(self):
+            return len(x) // batch
+
+        def on_epoch_end(self):
+            self.order, self.partner = self.rng.permutation(len(x)), self.rng.permutation(len(x))
+            self.lam = self.rng.beta(alpha, alpha, len(x)).astype(np.float32)
+
+        def __getitem__(self, i):
+            a, b = self.order[i * batch : (i + 1) * batch], self.partner[i * batch : (i + 1) * batch]
+            lam = self.lam[a]
+            mixed = lam[:, None, None, None] * x[a] + (1 - lam[:, None, None, None]) * x[b].astype(np.float32)
+            targets = lam[:, None] * np.eye(10, dtype=np.float32)[y[a]] + (1 - lam[:, None]) * np.eye(10)[y[b]]
+            return mixed.astype(np.float32), targets.astype(np.float32)
+
+    return Mixup()
 
 
 def _classifier_builder(args, real: np.ndarray):
@@ -601,8 +640,10 @@ def _classifier_builder(args, real: np.ndarray):
         return partial(semantic_net, tuple(args.widths), args.activation, args.rotation)
     if args.rotation:
         raise SystemExit("--rotation needs --arch vgg")
-    whitening = whitening_kernel((real[:5000] / 255.0 - CIFAR_MEAN) / CIFAR_STD)
-    return partial(airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale)
+    k = args.coarse
+    sample = real[:5000].reshape(-1, 32 // k, k, 32 // k, k, 3).mean((2, 4))
+    whitening = whitening_kernel((sample / 255.0 - CIFAR_MEAN) / CIFAR_STD)
+    return partial(airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale, coarse=k)
 
 
 def _semantic_optimizer(args, steps: int):
@@ -1030,6 +1071,83 @@ def cmd_lowlevel(args) -> None:
     _score_kinds(args, data, "lowlevel", scores, lambda kind: {"fakes": "none", "input": kind}, lambda kind: {})
 
 
+def cmd_layers(args) -> None:
+    """The statistics of every hidden layer of a ``semantic`` step's classifier (``--name``) as one-class scores,
+    fitted on 4 000 of the train/REAL photographs it learnt (rows ``layers-NAME:kind``): each layer's channel means
+    and spreads under one Gaussian (the feature ensemble of Lee et al. 2018, without their fakes) and its Gram
+    matrix outside the photographs' 0.1-99.9 % range per entry (Sastry & Oore 2020), each summed over layers in
+    standard deviations of test REAL 2000-3999; and the last layer's Gaussian distance turned round (too typical a
+    photograph), alone and with half its weight taken from the doubt."""
+    data = cifake(args)
+    statistics = layer_statistics(load_classifier(args.root / args.name / "classifier.keras"))
+    columns = layer_columns(statistics, data["train_REAL"][::10][:4000])
+    reference = columns(data["test_REAL"][2000:4000])
+    mean, spread = reference.mean(0), reference.std(0) + 1.0e-9
+
+    def standard(images):
+        return (columns(images) - mean) / spread
+
+    def doubt_typical(images):
+        z = standard(images)
+        return z[:, -1] - 0.5 * z[:, -3]
+
+    scores = {
+        "stats": lambda images: standard(images)[:, 0:-1:2].sum(1),
+        "gram": lambda images: standard(images)[:, 1:-1:2].sum(1),
+        "deep-typical": lambda images: -standard(images)[:, -3],
+        "doubt-typical": doubt_typical,
+    }
+    minutes = float((args.root / args.name / "minutes.txt").read_text())
+    describe = {"fakes": "none", "classifier": args.name}
+    prefix = f"layers-{args.name}"
+    _score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
+
+
+def layer_statistics(model):
+    """images -> (class logits, per hidden activation layer: (channel means and spreads, upper Gram entries))."""
+    import keras
+
+    hidden = [layer.output for layer in model.layers if isinstance(layer, keras.layers.Activation)][:-1]
+    network = keras.Model(model.input, [model.outputs[0], *hidden])
+
+    def statistics(images):
+        logits, *layers = _batched(network, images.astype(np.float32))
+        per_layer = []
+        for a in layers:
+            a = a.reshape(len(a), -1, a.shape[-1])
+            upper = np.triu_indices(a.shape[-1])
+            gram = np.einsum("npc,npd->ncd", a, a) / a.shape[1]
+            per_layer.append((np.c_[a.mean(1), a.std(1)], gram[:, upper[0], upper[1]]))
+        return logits, per_layer
+
+    return statistics
+
+
+def layer_columns(statistics, train: np.ndarray):
+    """images -> (N, 2 x layers + 1): per layer the Gaussian distance of its means and spreads and the Gram
+    entries' relative excess beyond the ``train`` photographs' 0.1-99.9 % range, then the doubt; in slices of
+    500 images (a Gram matrix of 256 channels is 33 000 numbers an image)."""
+    from sklearn.covariance import LedoitWolf
+
+    fitted = [statistics(train[i : i + 500])[1] for i in range(0, len(train), 500)]
+    layers = [[np.concatenate([part[k][j] for part in fitted]) for j in (0, 1)] for k in range(len(fitted[0]))]
+    gaussians = [LedoitWolf().fit(moments) for moments, _ in layers]
+    ranges = [np.quantile(gram, [0.001, 0.999], axis=0) for _, gram in layers]
+
+    def excess(gram, low, high):
+        below, above = np.maximum(low - gram, 0), np.maximum(gram - high, 0)
+        return (below / (np.abs(low) + 1e-6) + above / (np.abs(high) + 1e-6)).sum(1)
+
+    def columns_of(images):
+        logits, per_layer = statistics(images)
+        cols = []
+        for (moments, gram), gaussian, (low, high) in zip(per_layer, gaussians, ranges, strict=True):
+            cols += [gaussian.mahalanobis(moments), excess(gram, low, high)]
+        return np.stack([*cols, 1 - _softmax(logits).max(1)], axis=1)
+
+    return lambda images: np.concatenate([columns_of(images[i : i + 500]) for i in range(0, len(images), 500)])
+
+
 def cmd_file(args) -> None:
     """A model file of models/pretrained (``--name``, without ``.keras``) scored as the probes are, at its own 0.5
     threshold (run ``file:NAME``): the shipped files as points of the trade between the two sides."""
@@ -1143,7 +1261,8 @@ def main() -> None:
     steps = {
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
         "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
-        "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "detect": cmd_detect, "file": cmd_file,
+        "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "layers": cmd_layers, "detect": cmd_detect,
+        "file": cmd_file,
     }  # fmt: skip
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
@@ -1178,6 +1297,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="semantic, pixel: batch size")
     parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")
     parser.add_argument("--smoothing", type=float, default=0.0, help="semantic: label smoothing")
+    parser.add_argument("--mixup", type=float, default=0.0, help="semantic: mixup's Beta alpha (0: off)")
+    parser.add_argument("--coarse", type=int, default=1, help="semantic airbench: sees k x k block means only")
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)
     parser.add_argument("--everyday", type=float, default=0.5)

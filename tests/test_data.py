@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifake.dataset import Split, labels_path, preprocess
+from cifake.dataset import Split, labels_path, preprocess, split_indices
 from cifake.images import LABEL_NAMES, LABEL_OF_CLASS, ImageError, decode_image
 from cifake.sources import DataError, copy_directory, download_kaggle, extract_archive, list_raw
 
@@ -258,3 +258,16 @@ def test_preprocess_reports_duplicates_leakage_and_unreadable(tmp_path):
     by_name = {line.split(",")[0]: line.split(",")[1] for line in labels[1:]}
     assert [by_name[n] for n in test.names] == [LABEL_NAMES[v] for v in test.y]
     assert "broken.jpg" in (tmp_path / "proc" / "errors.csv").read_text()
+
+
+def test_validation_split_is_redrawn_from_the_labels_alone(tmp_path):
+    """Benchmarks that hold out the shipped models' validation photographs redraw them with ``split_indices``
+    from the train images' labels in listing order: it must give preprocess's val.npz exactly."""
+    raw = make_layout(tmp_path / "raw", per_class=10)
+    preprocess(raw, tmp_path / "proc", tmp_path / "test1", val_fraction=0.3, seed=7)
+    train_files = [(cls, path) for split, cls, path in list_raw(raw) if split == "train"]
+    labels = np.array([LABEL_OF_CLASS[cls] for cls, _ in train_files])
+    _, idx_val = split_indices(labels, val_fraction=0.3, seed=7)
+    val = Split.load(tmp_path / "proc" / "val.npz")
+    assert list(val.names) == [train_files[i][1].relative_to(raw).as_posix() for i in idx_val]
+    assert sorted(idx_val) != list(range(len(idx_val)))  # drawn, not the first images

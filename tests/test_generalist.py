@@ -85,8 +85,8 @@ def test_file_loads_safely_with_the_contract(generalist, tmp_path):
 
 
 def test_bfloat16_copy_converts_the_networks_and_keeps_the_join_float32(generalist):
-    """`cifake predict` runs in bfloat16 where the CPU has it: the joined networks compute in it, while the join
-    (CDFs, maximum, logit) stays float32, or its fine steps would round into ties (seen: the shipped generalist's
+    """`cifake predict --precision bfloat16`: the joined networks compute in it, while the join (CDFs, maximum,
+    logit) stays float32, or its fine steps would round into ties (seen: the shipped generalist's
     head in bfloat16 gave many images the same P(Fake))."""
     from cifake.model import with_precision
 
@@ -98,3 +98,23 @@ def test_bfloat16_copy_converts_the_networks_and_keeps_the_join_float32(generali
     images = photographs(200, 6)
     p32, p16 = predict_proba(generalist, images), predict_proba(copy, images)
     assert np.mean((p32 >= 0.5) == (p16 >= 0.5)) >= 0.95 and np.abs(p32 - p16).mean() < 0.05
+
+
+def test_auto_precision_keeps_a_joined_model_in_float32(generalist, monkeypatch):
+    """On a CPU where `cifake predict` takes bfloat16 by itself, a joined model stays float32 (its calibrated ranks
+    move under bfloat16), says so, and still takes bfloat16 when asked; a single network still takes bfloat16."""
+    from cifake import inference
+
+    monkeypatch.setattr(inference, "cpu_flags", lambda cpuinfo=None: frozenset({"avx512_bf16"}))
+    model, why = inference.for_inference(generalist)
+    assert model is generalist and why.startswith("float32 (auto") and "joins networks" in why
+    asked, why = inference.for_inference(generalist, "bfloat16")
+    assert "as asked" in why and any(
+        inner.dtype_policy.name == "mixed_bfloat16"
+        for net in asked.layers
+        if isinstance(net, keras.Model)
+        for inner in net.layers
+    )
+    detector = toy_parts()[0]
+    single, why = inference.for_inference(detector)
+    assert "bfloat16" in why and single.layers[-1].dtype_policy.name == "mixed_bfloat16"

@@ -118,6 +118,17 @@ def _check_both_classes(records: Sequence[Record], where: str) -> None:
         raise DataError(f"{where}: needs readable images of both classes, found labels {present}")
 
 
+def split_indices(labels: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and validation images, drawn stratified by label: :func:`preprocess`'s split of
+    the train images (in :func:`list_raw`'s order), which anyone can redraw from their labels alone."""
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_val = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return idx_train, idx_val
+
+
 def preprocess(
     raw_dir: str | Path, out_dir: str | Path, test_dir: str | Path, *, val_fraction: float, seed: int
 ) -> dict:
@@ -128,8 +139,6 @@ def preprocess(
     ``<test_dir>_labels.csv`` beside it, and returns the report for
     ``metrics/data.json``.
     """
-    from sklearn.model_selection import train_test_split
-
     raw_root = find_layout_root(Path(raw_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,9 +150,7 @@ def preprocess(
     _check_both_classes(train_rows, f"{raw_root}/train")
     _check_both_classes(test_rows, f"{raw_root}/test")
     train = to_split(train_rows)
-    idx_train, idx_val = train_test_split(
-        np.arange(len(train.y)), test_size=val_fraction, stratify=train.y, random_state=seed
-    )
+    idx_train, idx_val = split_indices(train.y, val_fraction=val_fraction, seed=seed)
     train.take(idx_train).save(out_dir / "train.npz")
     train.take(idx_val).save(out_dir / "val.npz")
     test = _write_test_set(test_rows, out_dir / "test.npz", Path(test_dir), seed)

@@ -60,8 +60,15 @@ def label_name(p_fake: float, threshold: float = 0.5) -> str:
 
 
 def for_inference(model: keras.Model, requested: str = "auto") -> tuple[keras.Model, str]:
-    """``model`` in the precision :func:`choose_precision` picks (a copy with the same weights), and why."""
-    from cifake.model import with_precision
+    """``model`` in the precision :func:`choose_precision` picks (a copy with the same weights), and why.
+
+    ``auto`` keeps a model that joins networks (cifake.generalist) in float32: its threshold sits on ranks among
+    photographs scored in float32, and bfloat16's rounding moves images across it (benchmarks/predict_throughput.py
+    measures how many). ``bfloat16`` asked for is taken.
+    """
+    from cifake.model import joins_networks, with_precision
 
     precision, why = choose_precision(requested)
+    if requested == "auto" and precision != "float32" and joins_networks(model):
+        precision, why = "float32", "float32 (auto: this model joins networks at ranks calibrated in float32)"
     return (model if precision == "float32" else with_precision(model, precision)), why
