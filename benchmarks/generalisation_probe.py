@@ -635,7 +635,9 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: 
 
 def _classifier_builder(args, real: np.ndarray):
     """The step's network constructor: ``--arch vgg`` (:func:`semantic_net`) or ``airbench``
-    (:func:`airbench_net`, its whitening fitted on 5 000 of ``real``)."""
+    (:func:`airbench_net`, its whitening fitted on 5 000 of ``real``, seen as the network sees them)."""
+    if args.arch == "vgg" and args.coarse != 1:
+        raise SystemExit("--coarse needs --arch airbench")
     if args.arch == "vgg":
         return partial(semantic_net, tuple(args.widths), args.activation, args.rotation)
     if args.rotation:
