@@ -1099,7 +1099,8 @@ def cmd_layers(args) -> None:
         "deep-typical": lambda images: -standard(images)[:, -3],
         "doubt-typical": doubt_typical,
     }
-    minutes = float((args.root / args.name / "minutes.txt").read_text())
+    trained = args.root / args.name / "minutes.txt"
+    minutes = float(trained.read_text()) if trained.exists() else 0.0
     describe = {"fakes": "none", "classifier": args.name}
     prefix = f"layers-{args.name}"
     _score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
