@@ -66,9 +66,18 @@ def for_inference(model: keras.Model, requested: str = "auto") -> tuple[keras.Mo
     photographs scored in float32, and bfloat16's rounding moves images across it (benchmarks/predict_throughput.py
     measures how many). ``bfloat16`` asked for is taken.
     """
-    from cifake.model import joins_networks, with_precision
+    from cifake.model import with_precision
 
     precision, why = choose_precision(requested)
     if requested == "auto" and precision != "float32" and joins_networks(model):
         precision, why = "float32", "float32 (auto: this model joins networks at ranks calibrated in float32)"
     return (model if precision == "float32" else with_precision(model, precision)), why
+
+
+def joins_networks(model: keras.Model) -> bool:
+    """Whether ``model`` joins separate networks (cifake.generalist), rather than being one network or a view
+    average of one (whose single nested network is ``cifake.model.SINGLE_VIEW``)."""
+    from cifake.model import SINGLE_VIEW
+
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    return bool(nested) and SINGLE_VIEW not in nested

@@ -175,12 +175,6 @@ def without_flip_average(model: keras.Model) -> tuple[keras.Model, bool]:
     return keras.Model(view.input, outputs, name=model.name), True
 
 
-def joins_networks(model: keras.Model) -> bool:
-    """Whether ``model`` joins separate networks (cifake.generalist), rather than being one network or a view
-    average of one."""
-    return _single_view(model) is None and any(isinstance(layer, keras.Model) for layer in model.layers)
-
-
 def _single_view(model: keras.Model) -> keras.Model | None:
     """The logit network nested in a flip-averaged model; None for any other model."""
     try:
