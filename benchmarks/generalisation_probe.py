@@ -589,18 +589,16 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     y = np.r_[classes, -np.ones(len(x) - len(real), np.int64)]
     steps = args.epochs * (len(x) // args.batch + 1)
     loss = None if args.rotation else outlier_exposure_loss(args.oe, args.smoothing)
-    backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
-    callbacks = [backup, _epoch_log(path.parent / "minutes.txt")]
+    data = {"x": x, "y": y, "batch_size": args.batch}
     if args.mixup:
         if args.rotation or outliers:
             raise SystemExit("--mixup is a probe of its own: without --rotation or --outliers")
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=args.smoothing)
-        model.compile(_semantic_optimizer(args, steps), loss=loss)
-        batches = mixup_batches(x, y, args.batch, args.mixup, args.seed)
-        model.fit(batches, epochs=args.epochs, callbacks=callbacks, verbose=0)
-    else:
-        model.compile(_semantic_optimizer(args, steps), loss=loss)
-        model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
+        data = {"x": mixup_batches(x, y, args.batch, args.mixup, args.seed)}
+    model.compile(_semantic_optimizer(args, steps), loss=loss)
+    backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
+    callbacks = [backup, _epoch_log(path.parent / "minutes.txt")]
+    model.fit(**data, epochs=args.epochs, callbacks=callbacks, verbose=0)
     _save_float32(build, net, path)
 
 
@@ -609,6 +607,8 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: 
     from Beta(alpha, alpha) per image, and the same mix of their one-hot classes (mixup, Zhang et al. 2018; better
     calibrated and less sure off the photographs, Thulasidasan et al. 2019)."""
     import keras
+
+    one_hot = np.eye(10, dtype=np.float32)
 
     class Mixup(keras.utils.PyDataset):
         def __init__(self):
@@ -626,9 +626,9 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: 
         def __getitem__(self, i):
             a, b = self.order[i * batch : (i + 1) * batch], self.partner[i * batch : (i + 1) * batch]
             lam = self.lam[a]
-            mixed = lam[:, None, None, None] * x[a] + (1 - lam[:, None, None, None]) * x[b].astype(np.float32)
-            targets = lam[:, None] * np.eye(10, dtype=np.float32)[y[a]] + (1 - lam[:, None]) * np.eye(10)[y[b]]
-            return mixed.astype(np.float32), targets.astype(np.float32)
+            mixed = lam[:, None, None, None] * x[a] + (1 - lam[:, None, None, None]) * x[b]
+            targets = lam[:, None] * one_hot[y[a]] + (1 - lam[:, None]) * one_hot[y[b]]
+            return mixed, targets
 
     return Mixup()
 
@@ -636,9 +636,9 @@ def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: 
 def _classifier_builder(args, real: np.ndarray):
     """The step's network constructor: ``--arch vgg`` (:func:`semantic_net`) or ``airbench``
     (:func:`airbench_net`, its whitening fitted on 5 000 of ``real``, seen as the network sees them)."""
-    if args.arch == "vgg" and args.coarse != 1:
-        raise SystemExit("--coarse needs --arch airbench")
     if args.arch == "vgg":
+        if args.coarse != 1:
+            raise SystemExit("--coarse needs --arch airbench")
         return partial(semantic_net, tuple(args.widths), args.activation, args.rotation)
     if args.rotation:
         raise SystemExit("--rotation needs --arch vgg")
