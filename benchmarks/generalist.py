@@ -28,7 +28,7 @@ PRETRAINED = Path(__file__).resolve().parents[1] / "models" / "pretrained"
 
 def calibration_photographs(cifake: Path) -> np.ndarray:
     """train/REAL's photographs in ``preprocess``'s validation split, decoded, in a seeded order."""
-    from generalisation_probe import shipped_val_reals
+    from probe.classifier import shipped_val_reals
 
     from cifake.generalisation import load_folder
 
@@ -40,7 +40,7 @@ def calibration_photographs(cifake: Path) -> np.ndarray:
 def plain_classifier(path: Path):
     """The probe's classifier in built-in layers only and without random layers, checked to compute what the
     trained one computes in inference."""
-    from generalisation_probe import for_inference, load_classifier
+    from probe.classifier import for_inference, load_classifier
 
     trained = load_classifier(path)
     plain = for_inference(trained)

@@ -1,7 +1,9 @@
-"""The generalisation probe's PixelCNN (benchmarks/generalisation_probe.py, issue 40): a code length is only a
+"""The generalisation probe's PixelCNN (benchmarks/probe/pixel.py, issue 40): a code length is only a
 likelihood if no sub-pixel's prediction sees that sub-pixel or any after it."""
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pytest
@@ -10,13 +12,14 @@ from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
-def probe():
-    return load_benchmark("generalisation_probe")
+def pixel():
+    load_benchmark("generalisation_probe")  # its folder on the path: its steps live in benchmarks/probe
+    return importlib.import_module("probe.pixel")
 
 
 @pytest.mark.parametrize(("row", "col", "channel"), [(0, 0, 0), (10, 12, 1), (31, 31, 2)])
-def test_a_changed_sub_pixel_moves_only_later_predictions(probe, row, col, channel):
-    model = probe.pixel_net(width=8, blocks=2, hidden=8)
+def test_a_changed_sub_pixel_moves_only_later_predictions(pixel, row, col, channel):
+    model = pixel.pixel_net(width=8, blocks=2, hidden=8)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     changed = images.copy()
     changed[:, row, col, channel] = 255 - changed[:, row, col, channel]
@@ -29,11 +32,11 @@ def test_a_changed_sub_pixel_moves_only_later_predictions(probe, row, col, chann
     assert moved[row, col, 2 * channel + 1]  # the low nibble's head sees the flipped high nibble
 
 
-def test_code_lengths_are_bits_per_sub_pixel(probe):
-    model = probe.pixel_net(width=8, blocks=1, hidden=8)
+def test_code_lengths_are_bits_per_sub_pixel(pixel):
+    model = pixel.pixel_net(width=8, blocks=1, hidden=8)
     images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
-    nll, entropy = probe.coding_costs(model, images, batch=2)
+    nll, entropy = pixel.coding_costs(model, images, batch=2)
     assert nll.shape == entropy.shape == (3,)
     # an untrained model is near uniform over each 4-bit symbol: about 8 bits per sub-pixel, never above 8 expected
     assert np.all(np.abs(nll - 8) < 1.0) and np.all(entropy <= 8 + 1e-6)
-    assert np.array_equal(probe.nibbles(np.array([[[[0xAB, 0x01, 0xF0]]]], np.uint8))[0, 0, 0], [10, 11, 0, 1, 15, 0])
+    assert np.array_equal(pixel.nibbles(np.array([[[[0xAB, 0x01, 0xF0]]]], np.uint8))[0, 0, 0], [10, 11, 0, 1, 15, 0])

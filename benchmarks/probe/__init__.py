@@ -1,0 +1,1 @@
+"""The generalisation probe's steps (benchmarks/generalisation_probe.py, issue 40), one module per concept."""

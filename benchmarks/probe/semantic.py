@@ -1,0 +1,308 @@
+"""Scores read from a CIFAR-10 classifier of photographs: doubt and kin, ensembles, hidden layers, stability."""
+
+from __future__ import annotations
+
+from functools import cache, partial
+
+import numpy as np
+
+from .classifier import cifar_classes, load_classifier, train_semantic
+from .common import batched, cifake, fake_sources, joined, log, remembered, score_kinds, shipped_score, softmax
+from .pixel import coding_costs, load_pixel
+
+
+def cmd_semantic(args) -> None:
+    """A CIFAR-10 classifier trained on CIFAKE train/REAL, scored by :func:`semantic_scores` (its doubt first:
+    generators make objects it cannot name, the Inception score's cue per image). With ``--outliers`` (a
+    ``--fakes``-style spec) it is also taught to be unsure of those images; with ``--rotation`` it also names
+    each image's quarter turn (:func:`rotation_scores`)."""
+
+    folder = args.root / args.name
+    path = folder / "classifier.keras"
+    data = cifake(args)
+    outliers = fake_sources(args, args.outliers) if args.outliers else {}
+    if not path.exists():
+        train_semantic(args, data["train_REAL"], outliers, path)
+    model = load_classifier(path)
+    test_y = cifar_classes(args.cifake / "test" / "REAL")
+    embed = embedding(model)
+    logits, _ = embed(data["test_REAL"][:2000])
+    accuracy = float(np.mean(logits.argmax(1) == test_y[:2000]))
+    log.info("CIFAR-10 test accuracy %.4f", accuracy)
+    scores = semantic_scores(embed, data) | feature_scores(
+        embed, data["train_REAL"], cifar_classes(args.cifake / "train" / "REAL")
+    )
+    if len(model.outputs) > 1:
+        scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
+    minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+
+    def describe(kind: str) -> dict:
+        fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
+        return {"fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
+
+    score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: outliers, minutes=minutes)
+
+
+def embedding(model):
+    """images -> (logits, pooled features) of a ``semantic`` step's classifier, once per image set."""
+    import keras
+
+    features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
+    return remembered(lambda images: tuple(batched(features, images)))
+
+
+def cmd_stability(args) -> None:
+    """How far a ``semantic`` step's classifier (``--name``) moves when the ``diffusion`` step's denoiser
+    (``--denoiser``), trained on photographs only, redraws an image from diffusion time ``--strengths`` (SDEdit):
+    DIRE's question (Wang et al. 2023) asked of what the image shows instead of its pixels. A generator's image,
+    already typical, may move less than a photograph, or, ambiguous, more. Rows ``stability-NAME:kind``: the
+    softmax's KL divergence (``kl-tT``) and the features' cosine distance (``cosine-tT``) between image and redraw."""
+    from cifake.generators import load_denoiser, resynthesise
+
+    denoiser = load_denoiser(args.root / args.denoiser / "denoiser.keras")
+    embed = embedding(load_classifier(args.root / args.name / "classifier.keras"))
+
+    def moved(images: np.ndarray, t: float) -> np.ndarray:
+        (logits, features), (logits_, features_) = embed(images), embed(resynthesise(denoiser, images, t, seed=0))
+        p, q = softmax(logits), softmax(logits_)
+        kl = (p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(1)
+        cosine = (features * features_).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(features_, axis=1)
+        return np.stack([kl, 1 - cosine])
+
+    scores = {}
+    for t in args.strengths:
+        at_t = remembered(partial(moved, t=t))
+        scores[f"kl-t{t:g}"] = lambda images, at_t=at_t: at_t(images)[0]
+        scores[f"cosine-t{t:g}"] = lambda images, at_t=at_t: at_t(images)[1]
+    minutes = sum(float(f.read_text()) for f in (args.root / n / "minutes.txt" for n in (args.name, args.denoiser)))
+    describe = {"fakes": "none", "classifier": args.name, "denoiser": args.denoiser}
+    prefix = f"stability-{args.name}"
+    score_kinds(args, cifake(args), prefix, scores, lambda kind: describe | {"input": kind}, lambda k: {}, minutes)
+
+
+def cmd_ensemble(args) -> None:
+    """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
+    softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined (:func:`joined`) with
+    the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) also with that model's code length, and
+    with both. Its minutes are the members' training minutes summed (the pixel model's are its own field)."""
+    models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
+
+    def probabilities(images):
+        return np.mean([softmax(batched(model, images)[0]) for model in models], axis=0)
+
+    def doubt(images):
+        return 1 - probabilities(images).max(1)
+
+    data = cifake(args)
+    test_y = cifar_classes(args.cifake / "test" / "REAL")[:2000]
+    accuracy = float(np.mean(probabilities(data["test_REAL"][:2000]).argmax(1) == test_y))
+    log.info("CIFAR-10 test accuracy %.4f", accuracy)
+    files = [args.root / member / "minutes.txt" for member in args.members]
+    minutes = sum(float(f.read_text()) for f in files if f.exists())
+    reference = data["test_REAL"][4000:6000]
+    scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
+    extra = {}
+    if args.pixel:
+        pixel = load_pixel(args.root / args.pixel / "pixelcnn.keras")
+
+        def cost(images):
+            return -coding_costs(pixel, images)[0]
+
+        scores[f"doubt+{args.pixel}"] = joined((doubt, cost), reference)
+        scores[f"doubt+{args.pixel}+shipped"] = joined((doubt, cost, shipped_score), reference)
+        extra = {"pixel": args.pixel, "pixel_minutes": float((args.root / args.pixel / "minutes.txt").read_text())}
+
+    def describe(kind: str) -> dict:
+        record = {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
+        return record | (extra if args.pixel in kind else {})  # extra is empty without --pixel
+
+    score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
+
+
+def semantic_scores(embed, data) -> dict:
+    """Scores of fakeness from the classifier: its doubt (1 - max softmax), that of its mean softmax over six
+    views (:func:`_views`), its largest logit negated (Hendrycks et al. 2022: unlike the softmax, not squeezed by
+    label smoothing), how far its features move under Gaussian noise of 4/255 (1 - their cosine; RIGID, He et
+    al. 2024: generated images sit less stably in a model's feature space), a logistic regression on its
+    features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest real
+    photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def doubt(images):
+        return 1 - softmax(embed(images)[0]).max(1)
+
+    def doubt_views(images):
+        p = np.mean([softmax(embed(view)[0]) for view in _views(images)], axis=0)
+        return 1 - p.max(1)
+
+    def noise_cosine(images):
+        noisy = images + np.random.default_rng(0).normal(0, 4, images.shape)
+        a, b = embed(images.astype(np.float32))[1], embed(np.clip(noisy, 0, 255).astype(np.float32))[1]
+        return 1 - (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    @cache
+    def fitted():  # on first use: a rerun whose kinds are all recorded fits nothing
+        real, fake = embed(data["test_REAL"][4000:])[1], embed(data["test_FAKE"][4000:])[1]
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(np.r_[real, fake], np.r_[np.zeros(len(real)), np.ones(len(fake))])
+        scaler = StandardScaler().fit(real)
+        return probe, scaler, NearestNeighbors(n_neighbors=5).fit(scaler.transform(real))
+
+    def knn_real(images):
+        _, scaler, neighbours = fitted()
+        return neighbours.kneighbors(scaler.transform(embed(images)[1]))[0].mean(1)
+
+    return {
+        "doubt": doubt,
+        "maxlogit": lambda images: -embed(images)[0].max(1),
+        "doubt-views": doubt_views,
+        "noise-cosine": noise_cosine,
+        "linear-sd": lambda images: fitted()[0].predict_proba(embed(images)[1])[:, 1],
+        "knn-real": knn_real,
+        "doubt+shipped": joined((doubt, shipped_score), data["test_REAL"][4000:6000]),
+    }
+
+
+def feature_scores(embed, real: np.ndarray, classes: np.ndarray) -> dict:
+    """Scores from the classifier's pooled features of the ``real`` training photographs: the energy of its logits
+    (Liu et al. 2020), the cosine distance to the 50th nearest training photograph (Sun et al. 2022), and the
+    Mahalanobis distance to the nearest class mean under one shared covariance (Lee et al. 2018)."""
+    from scipy.special import logsumexp
+    from sklearn.covariance import LedoitWolf
+    from sklearn.neighbors import NearestNeighbors
+
+    @cache
+    def fitted():  # on first use: a rerun whose kinds are all recorded embeds nothing
+        features = embed(real)[1]
+        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+        means = np.stack([features[classes == k].mean(0) for k in range(10)])
+        return NearestNeighbors(n_neighbors=50).fit(unit), means, LedoitWolf().fit(features - means[classes])
+
+    def knn(images):
+        f = embed(images)[1]
+        return fitted()[0].kneighbors(f / np.linalg.norm(f, axis=1, keepdims=True))[0][:, -1]
+
+    def mahalanobis(images):
+        f = embed(images)[1]
+        _, means, shared = fitted()
+        return np.min([shared.mahalanobis(f - mean) for mean in means], axis=0)
+
+    return {
+        "energy": lambda images: -logsumexp(embed(images)[0], axis=1),
+        "knn-train": knn,
+        "mahalanobis": mahalanobis,
+    }
+
+
+def _views(images: np.ndarray) -> list[np.ndarray]:
+    """Six views of each image, airbench's test-time augmentation: as is and mirrored, each also shifted one
+    pixel up-left and down-right (reflected at the border)."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [images, padded[:, :-2, :-2], padded[:, 2:, 2:]]
+    return shifted + [view[:, :, ::-1] for view in shifted]
+
+
+def rotation_scores(model, doubt, real: np.ndarray) -> dict:
+    """How badly the classifier names the quarter turns of an image (mean cross-entropy over the four), alone
+    and added to its doubt (each in standard deviations of ``real`` photographs' scores)."""
+    import keras
+
+    def rotation(images):
+        losses = []
+        for k in range(4):
+            turned = np.rot90(images, k, axes=(1, 2))
+            logits = batched(model, turned)[1]
+            losses.append(
+                np.asarray(
+                    keras.losses.sparse_categorical_crossentropy(np.full(len(images), k), logits, from_logits=True)
+                )
+            )
+        return np.mean(losses, axis=0)
+
+    stats = [(v.mean(), v.std()) for v in (s(real) for s in (doubt, rotation))]  # each scored once
+
+    def both(images):
+        return sum((s(images) - m) / sd for s, (m, sd) in zip((doubt, rotation), stats, strict=True))
+
+    return {"rotation": rotation, "doubt+rotation": both}
+
+
+def cmd_layers(args) -> None:
+    """The statistics of every hidden layer of a ``semantic`` step's classifier (``--name``) as one-class scores,
+    fitted on 4 000 of the train/REAL photographs it learnt (rows ``layers-NAME:kind``): each layer's channel means
+    and spreads under one Gaussian (the feature ensemble of Lee et al. 2018, without their fakes) and its Gram
+    matrix outside the photographs' 0.1-99.9 % range per entry (Sastry & Oore 2020), each summed over layers in
+    standard deviations of test REAL 2000-3999; and the last layer's Gaussian distance turned round (too typical a
+    photograph), alone and with half its weight taken from the doubt."""
+    data = cifake(args)
+    statistics = layer_statistics(load_classifier(args.root / args.name / "classifier.keras"))
+    columns = remembered(layer_columns(statistics, data["train_REAL"][::10][:4000]))
+    reference = columns(data["test_REAL"][2000:4000])
+    mean, spread = reference.mean(0), reference.std(0) + 1.0e-9
+
+    def standard(images):
+        return (columns(images) - mean) / spread
+
+    def doubt_typical(images):
+        z = standard(images)
+        return z[:, -1] - 0.5 * z[:, -3]
+
+    scores = {
+        "stats": lambda images: standard(images)[:, 0:-1:2].sum(1),
+        "gram": lambda images: standard(images)[:, 1:-1:2].sum(1),
+        "deep-typical": lambda images: -standard(images)[:, -3],
+        "doubt-typical": doubt_typical,
+    }
+    trained = args.root / args.name / "minutes.txt"
+    minutes = float(trained.read_text()) if trained.exists() else 0.0
+    describe = {"fakes": "none", "classifier": args.name}
+    prefix = f"layers-{args.name}"
+    score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
+
+
+def layer_statistics(model):
+    """images -> (class logits, per hidden activation layer: (channel means and spreads, upper Gram entries))."""
+    import keras
+
+    hidden = [layer.output for layer in model.layers if isinstance(layer, keras.layers.Activation)][:-1]
+    network = keras.Model(model.input, [model.outputs[0], *hidden])
+
+    def statistics(images):
+        logits, *layers = batched(network, images.astype(np.float32))
+        per_layer = []
+        for a in layers:
+            a = a.reshape(len(a), -1, a.shape[-1])
+            upper = np.triu_indices(a.shape[-1])
+            gram = np.einsum("npc,npd->ncd", a, a) / a.shape[1]
+            per_layer.append((np.c_[a.mean(1), a.std(1)], gram[:, upper[0], upper[1]]))
+        return logits, per_layer
+
+    return statistics
+
+
+def layer_columns(statistics, train: np.ndarray):
+    """images -> (N, 2 x layers + 1): per layer the Gaussian distance of its means and spreads and the Gram
+    entries' relative excess beyond the ``train`` photographs' 0.1-99.9 % range, then the doubt; in slices of
+    500 images (a Gram matrix of 256 channels is 33 000 numbers an image)."""
+    from sklearn.covariance import LedoitWolf
+
+    fitted = [statistics(train[i : i + 500])[1] for i in range(0, len(train), 500)]
+    layers = [[np.concatenate([part[k][j] for part in fitted]) for j in (0, 1)] for k in range(len(fitted[0]))]
+    gaussians = [LedoitWolf().fit(moments) for moments, _ in layers]
+    ranges = [np.quantile(gram, [0.001, 0.999], axis=0) for _, gram in layers]
+
+    def excess(gram, low, high):
+        below, above = np.maximum(low - gram, 0), np.maximum(gram - high, 0)
+        return (below / (np.abs(low) + 1e-6) + above / (np.abs(high) + 1e-6)).sum(1)
+
+    def columns_of(images):
+        logits, per_layer = statistics(images)
+        cols = []
+        for (moments, gram), gaussian, (low, high) in zip(per_layer, gaussians, ranges, strict=True):
+            cols += [gaussian.mahalanobis(moments), excess(gram, low, high)]
+        return np.stack([*cols, 1 - softmax(logits).max(1)], axis=1)
+
+    return lambda images: np.concatenate([columns_of(images[i : i + 500]) for i in range(0, len(images), 500)])

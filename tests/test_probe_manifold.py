@@ -1,0 +1,48 @@
+"""The generalisation probe's denoiser scores (benchmarks/probe/lowlevel.py, step ``manifold``, issue 40): the error
+is the denoiser's miss of the noise actually added at each diffusion time, and a step's scores share one pass."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from .conftest import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def probe():
+    load_benchmark("generalisation_probe")  # its folder on the path: its steps live in benchmarks/probe
+    return importlib.import_module("probe.lowlevel"), importlib.import_module("probe.common")
+
+
+def test_errors_are_the_miss_of_the_added_noise(probe):
+    lowlevel, _ = probe
+    """A denoiser that reads the noise as if the image were mid-grey misses it by signal x pixel / noise exactly."""
+    from cifake.generators import diffusion_rates, unit_pixels
+
+    def as_if_grey(inputs, training=False):
+        noisy, variance = inputs
+        return noisy / np.sqrt(variance)
+
+    times = [0.0, 0.3, 0.7]
+    images = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 60, 200, 255)])
+    errors = lowlevel.denoising_errors(as_if_grey, times, seed=0, draws=2, batch=3)(images)
+    unit = unit_pixels(images[:, 0, 0, 0]).numpy()
+    for j, t in enumerate(times):
+        noise_rate, signal_rate = (float(v) for v in diffusion_rates(tf.constant(t)))
+        np.testing.assert_allclose(np.exp(errors[:, j]), (signal_rate * unit / noise_rate) ** 2, rtol=1e-4)
+
+
+def test_each_image_set_is_computed_once(probe):
+    _, common = probe
+    calls = []
+    columns = common.remembered(lambda images: calls.append(len(images)) or images.sum((1, 2, 3)))
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    first = columns(images)
+    assert np.array_equal(columns(images.copy()), first)
+    columns(images[:2])
+    columns(images.reshape(2, 64, 32, 3))  # the same bytes in another shape are another set
+    assert calls == [4, 2, 2]
