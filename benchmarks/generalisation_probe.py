@@ -13,7 +13,8 @@ resumes after its last finished epoch):
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
         [--holdout shipped-val] [--coarse 2] [--mixup 0.4]
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
-        --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64]
+        --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
+        [--denoiser diff-nearest --strengths 0.1]
     python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--activation", default="gelu", help="semantic: the classifier's activation")
     parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")
     parser.add_argument("--pixel", default="", help="ensemble: a pixel step's name, its code length joined in")
-    parser.add_argument("--denoiser", default="diff-nearest", help="stability: a diffusion step's name")
+    parser.add_argument("--denoiser", default="", help="stability, ensemble: a diffusion step's name")
     parser.add_argument("--arch", choices=["vgg", "airbench"], default="vgg", help="semantic: the classifier")
     parser.add_argument("--batch", type=int, default=256, help="semantic, pixel: batch size")
     parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")

@@ -163,14 +163,15 @@ def joined(scores, real: np.ndarray):
 
 
 def shipped_score(images: np.ndarray) -> np.ndarray:
-    """The shipped robust detector's P(Fake) (loaded on first use)."""
-    from cifake.model import predict_proba
-
-    return predict_proba(_shipped(), images).reshape(-1)
+    """The shipped robust detector's P(Fake), once per image set (loaded on first use)."""
+    return _shipped()(images)
 
 
 @cache
 def _shipped():
     import keras
 
-    return keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-robust.keras", safe_mode=True)
+    from cifake.model import predict_proba
+
+    model = keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-robust.keras", safe_mode=True)
+    return remembered(lambda images: predict_proba(model, images).reshape(-1))

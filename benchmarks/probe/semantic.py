@@ -8,6 +8,7 @@ import numpy as np
 
 from .classifier import cifar_classes, load_classifier, train_semantic
 from .common import batched, cifake, fake_sources, joined, log, remembered, score_kinds, shipped_score, softmax
+from .lowlevel import denoising_errors
 from .pixel import coding_costs, load_pixel
 
 
@@ -59,6 +60,8 @@ def cmd_stability(args) -> None:
     softmax's KL divergence (``kl-tT``) and the features' cosine distance (``cosine-tT``) between image and redraw."""
     from cifake.generators import load_denoiser, resynthesise
 
+    if not args.denoiser:
+        raise SystemExit("stability needs --denoiser: a diffusion step's name")
     denoiser = load_denoiser(args.root / args.denoiser / "denoiser.keras")
     embed = embedding(load_classifier(args.root / args.name / "classifier.keras"))
 
@@ -83,12 +86,12 @@ def cmd_stability(args) -> None:
 def cmd_ensemble(args) -> None:
     """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
     softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined (:func:`joined`) with
-    the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) also with that model's code length, and
-    with both. Its minutes are the members' training minutes summed (the pixel model's are its own field)."""
+    the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) or ``--denoiser`` (a ``diffusion`` step's)
+    also with that model's code length or its error at the first of ``--strengths`` turned round (both
+    smoothness), and with both. Its minutes are the members' training minutes summed (the other model's are its
+    own field)."""
     models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
-
-    def probabilities(images):
-        return np.mean([softmax(batched(model, images)[0]) for model in models], axis=0)
+    probabilities = remembered(lambda images: np.mean([softmax(batched(m, images)[0]) for m in models], axis=0))
 
     def doubt(images):
         return 1 - probabilities(images).max(1)
@@ -101,22 +104,41 @@ def cmd_ensemble(args) -> None:
     minutes = sum(float(f.read_text()) for f in files if f.exists())
     reference = data["test_REAL"][4000:6000]
     scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
-    extra = {}
-    if args.pixel:
-        pixel = load_pixel(args.root / args.pixel / "pixelcnn.keras")
-
-        def cost(images):
-            return -coding_costs(pixel, images)[0]
-
-        scores[f"doubt+{args.pixel}"] = joined((doubt, cost), reference)
-        scores[f"doubt+{args.pixel}+shipped"] = joined((doubt, cost, shipped_score), reference)
-        extra = {"pixel": args.pixel, "pixel_minutes": float((args.root / args.pixel / "minutes.txt").read_text())}
+    others = smoothness_scores(args)
+    for name, (smooth, _) in others.items():
+        scores[f"doubt+{name}"] = joined((doubt, smooth), reference)
+        scores[f"doubt+{name}+shipped"] = joined((doubt, smooth, shipped_score), reference)
 
     def describe(kind: str) -> dict:
         record = {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
-        return record | (extra if args.pixel in kind else {})  # extra is empty without --pixel
+        for name, (_, fields) in others.items():
+            record |= fields if name in kind else {}
+        return record
 
     score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
+
+
+def smoothness_scores(args) -> dict:
+    """name -> (score, record fields) for the ``--pixel`` model's code length and the ``--denoiser``'s error at the
+    first of ``--strengths``, each negated (smoother is more suspect), for those given."""
+    from cifake.generators import load_denoiser
+
+    out = {}
+    if args.pixel:
+        pixel = load_pixel(args.root / args.pixel / "pixelcnn.keras")
+        minutes = float((args.root / args.pixel / "minutes.txt").read_text())
+        out[args.pixel] = (
+            lambda images: -coding_costs(pixel, images)[0],
+            {"pixel": args.pixel, "pixel_minutes": minutes},
+        )
+    if args.denoiser:
+        errors = denoising_errors(
+            load_denoiser(args.root / args.denoiser / "denoiser.keras"), args.strengths[:1], args.seed
+        )
+        minutes = float((args.root / args.denoiser / "minutes.txt").read_text())
+        fields = {"denoiser": args.denoiser, "denoiser_minutes": minutes, "times": args.strengths[:1]}
+        out[args.denoiser] = (lambda images: -errors(images)[:, 0], fields)
+    return out
 
 
 def semantic_scores(embed, data) -> dict:
