@@ -40,6 +40,12 @@ def save_float32(build, trained, path: Path) -> None:
     partial_path.rename(path)
 
 
+def trained_minutes(folder: Path) -> float:
+    """The training minutes a step kept in ``folder`` (:func:`epoch_log`), 0 where it kept none."""
+    kept = folder / "minutes.txt"
+    return float(kept.read_text()) if kept.exists() else 0.0
+
+
 def epoch_log(minutes_file: Path | None = None):
     """Logs each epoch's metrics and seconds; with ``minutes_file``, keeps there the training minutes so far
     (added to across a resumed run)."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import cache, partial
+from pathlib import Path
 
 import numpy as np
 
-from .common import cifake, fake_sources, remembered, score_kinds
+from .common import cifake, fake_sources, remembered, score_kinds, trained_minutes
 
 # JPEG's luminance table (ITU T.81 Annex K) scaled as libjpeg does for quality 75: the table of every image here
 ANNEX_K = np.array([
@@ -79,8 +80,8 @@ def colour_features(x: np.ndarray) -> np.ndarray:
 def lattice_features(x: np.ndarray) -> np.ndarray:
     """Per image (27 numbers): for luma and both chromas, the log power at each frequency of the 4-pixel lattice
     (multiples of 8 cycles in 32, one of each conjugate pair) over the mean power of its eight neighbours: the
-    periodic traces of stacked 2x upsampling, and JPEG's 8x8 grid, which every image here shares. Averaged over a
-    generator's images, DCGAN, DRAGAN and Cramer GAN stand out there by 0.9-1.6 (natural log) against photographs."""
+    periodic traces of stacked 2x upsampling, and JPEG's 8x8 grid, which every image here shares (averaged over a
+    folder: :func:`lattice_shifts`)."""
     ycc = x.astype(np.float32) @ np.array([[0.299, -0.1687, 0.5], [0.587, -0.3313, -0.4187], [0.114, 0.5, -0.0813]])
     power = np.abs(np.fft.fft2(ycc - ycc.mean((1, 2), keepdims=True), axes=(1, 2))) ** 2 + 1.0e-3
     lattice = [(a, b) for a in (0, 8, 16, 24) for b in (0, 8, 16, 24) if (a, b) != (0, 0)]
@@ -124,7 +125,24 @@ def cmd_lowlevel(args) -> None:
         "lattice": lambda images: periodic.mahalanobis(lattice_features(images)),
         "nn-pixels": nearest_closeness(data["train_REAL"]),
     }
-    score_kinds(args, data, "lowlevel", scores, lambda kind: {"fakes": "none", "input": kind}, lambda kind: {})
+
+    def describe(kind: str) -> dict:
+        shifts = {"folder_mean_shift": lattice_shifts(args.validation, data["test_REAL"])} if kind == "lattice" else {}
+        return {"fakes": "none", "input": kind} | shifts
+
+    score_kinds(args, data, "lowlevel", scores, describe, lambda kind: {})
+
+
+def lattice_shifts(validation: Path, test_real: np.ndarray) -> dict[str, float]:
+    """Per folder of ``validation``, and for test REAL 2000-3999 as a yardstick: the largest shift, either way, of
+    its images' mean :func:`lattice_features` from test REAL 0-1999's (natural log)."""
+    from cifake.generalisation import load_folder
+
+    reference = lattice_features(test_real[:2000]).mean(0)
+    sets = {"test REAL 2000-3999": test_real[2000:4000]}
+    sets |= {f.name: load_folder(f)[0] for f in sorted(validation.iterdir()) if f.is_dir()}
+    shifts = {name: lattice_features(images).mean(0) - reference for name, images in sets.items()}
+    return {name: round(float(shift[np.abs(shift).argmax()]), 3) for name, shift in shifts.items()}
 
 
 def cmd_manifold(args) -> None:
@@ -146,13 +164,10 @@ def cmd_manifold(args) -> None:
     one_class = cache(lambda: LedoitWolf().fit(errors(data["test_REAL"][4000:6000])))
     train = np.r_[data["test_REAL"][6000:8000], data["train_FAKE"][:2000]]
     to_sd = cache(lambda: LogisticRegression(max_iter=1000).fit(errors(train), np.repeat([0, 1], 2000)))
-    scores: dict = {
-        f"easy-t{t:g}": (lambda images, i=i: -errors(images)[:, i]) for i, t in enumerate(args.strengths)
-    }  # fmt: skip
+    scores: dict = {f"easy-t{t:g}": (lambda images, i=i: -errors(images)[:, i]) for i, t in enumerate(args.strengths)}
     scores["profile"] = lambda images: one_class().mahalanobis(errors(images))
     scores["profile-sd"] = lambda images: to_sd().decision_function(errors(images))
-    trained = args.root / args.name / "minutes.txt"
-    minutes = float(trained.read_text()) if trained.exists() else 0.0
+    minutes = trained_minutes(args.root / args.name)
     describe = {"fakes": "none", "denoiser": args.name, "times": list(args.strengths)}
     prefix = f"manifold-{args.name}"
     score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda k: {}, minutes)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import cifake, epoch_log, log, remembered, save_float32, score_kinds
+from .common import cifake, epoch_log, log, remembered, save_float32, score_kinds, trained_minutes
 
 
 @cache
@@ -178,7 +178,7 @@ def cmd_pixel(args) -> None:
         "zed": lambda images: -gap(images),
         "zed-abs": lambda images: np.abs(gap(images) - reference()),
     }
-    minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+    minutes = trained_minutes(folder)
 
     def describe(kind: str) -> dict:
         return {"fakes": "none", "input": kind, "bits_test_real": bits_test_real()}

@@ -7,7 +7,18 @@ from functools import cache, partial
 import numpy as np
 
 from .classifier import cifar_classes, load_classifier, train_semantic
-from .common import batched, cifake, fake_sources, joined, log, remembered, score_kinds, shipped_score, softmax
+from .common import (
+    batched,
+    cifake,
+    fake_sources,
+    joined,
+    log,
+    remembered,
+    score_kinds,
+    shipped_score,
+    softmax,
+    trained_minutes,
+)
 from .lowlevel import denoising_errors
 from .pixel import coding_costs, load_pixel
 
@@ -35,7 +46,7 @@ def cmd_semantic(args) -> None:
     )
     if len(model.outputs) > 1:
         scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
-    minutes = float((folder / "minutes.txt").read_text()) if (folder / "minutes.txt").exists() else 0.0
+    minutes = trained_minutes(folder)
 
     def describe(kind: str) -> dict:
         fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
@@ -77,7 +88,7 @@ def cmd_stability(args) -> None:
         at_t = remembered(partial(moved, t=t))
         scores[f"kl-t{t:g}"] = lambda images, at_t=at_t: at_t(images)[0]
         scores[f"cosine-t{t:g}"] = lambda images, at_t=at_t: at_t(images)[1]
-    minutes = sum(float(f.read_text()) for f in (args.root / n / "minutes.txt" for n in (args.name, args.denoiser)))
+    minutes = trained_minutes(args.root / args.name) + trained_minutes(args.root / args.denoiser)
     describe = {"fakes": "none", "classifier": args.name, "denoiser": args.denoiser}
     prefix = f"stability-{args.name}"
     score_kinds(args, cifake(args), prefix, scores, lambda kind: describe | {"input": kind}, lambda k: {}, minutes)
@@ -100,8 +111,7 @@ def cmd_ensemble(args) -> None:
     test_y = cifar_classes(args.cifake / "test" / "REAL")[:2000]
     accuracy = float(np.mean(probabilities(data["test_REAL"][:2000]).argmax(1) == test_y))
     log.info("CIFAR-10 test accuracy %.4f", accuracy)
-    files = [args.root / member / "minutes.txt" for member in args.members]
-    minutes = sum(float(f.read_text()) for f in files if f.exists())
+    minutes = sum(trained_minutes(args.root / member) for member in args.members)
     reference = data["test_REAL"][4000:6000]
     scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
     others = smoothness_scores(args)
@@ -126,7 +136,7 @@ def smoothness_scores(args) -> dict:
     out = {}
     if args.pixel:
         pixel = load_pixel(args.root / args.pixel / "pixelcnn.keras")
-        minutes = float((args.root / args.pixel / "minutes.txt").read_text())
+        minutes = trained_minutes(args.root / args.pixel)
         out[args.pixel] = (
             lambda images: -coding_costs(pixel, images)[0],
             {"pixel": args.pixel, "pixel_minutes": minutes},
@@ -135,7 +145,7 @@ def smoothness_scores(args) -> dict:
         errors = denoising_errors(
             load_denoiser(args.root / args.denoiser / "denoiser.keras"), args.strengths[:1], args.seed
         )
-        minutes = float((args.root / args.denoiser / "minutes.txt").read_text())
+        minutes = trained_minutes(args.root / args.denoiser)
         fields = {"denoiser": args.denoiser, "denoiser_minutes": minutes, "times": args.strengths[:1]}
         out[args.denoiser] = (lambda images: -errors(images)[:, 0], fields)
     return out
@@ -278,8 +288,7 @@ def cmd_layers(args) -> None:
         "deep-typical": lambda images: -standard(images)[:, -3],
         "doubt-typical": doubt_typical,
     }
-    trained = args.root / args.name / "minutes.txt"
-    minutes = float(trained.read_text()) if trained.exists() else 0.0
+    minutes = trained_minutes(args.root / args.name)
     describe = {"fakes": "none", "classifier": args.name}
     prefix = f"layers-{args.name}"
     score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
