@@ -14,7 +14,7 @@ resumes after its last finished epoch):
         [--holdout shipped-val] [--coarse 2] [--mixup 0.4]
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
-        [--denoiser diff-nearest --strengths 0.1]
+        [--denoiser diff-nearest --strengths 0.1 [--smooth-share 0.2]]
     python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
@@ -93,6 +93,10 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=[], help="ensemble: the semantic steps' names")
     parser.add_argument("--pixel", default="", help="ensemble: a pixel step's name, its code length joined in")
     parser.add_argument("--denoiser", default="", help="stability, ensemble: a diffusion step's name")
+    parser.add_argument(
+        "--smooth-share", type=float, default=0.0,
+        help="ensemble: the --pixel or --denoiser score's share of the false alarms (0: equal shares only)",
+    )  # fmt: skip
     parser.add_argument("--arch", choices=["vgg", "airbench"], default="vgg", help="semantic: the classifier")
     parser.add_argument("--batch", type=int, default=256, help="semantic, pixel: batch size")
     parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")

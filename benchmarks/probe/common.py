@@ -153,9 +153,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def joined(scores, real: np.ndarray):
+def joined(scores, real: np.ndarray, shares=None):
     """``scores`` joined by the smallest of their p-values under ``real`` photographs (the share of them that score
-    at least as high): an image is as suspect as its strangest score."""
+    at least as high): an image is as suspect as its strangest score. With ``shares`` (summing to 1) each p-value is
+    divided by its share first, so a score's share of the false alarms is about its share (weighted Bonferroni)."""
+    weights = np.full(len(scores), 1 / len(scores)) if shares is None else np.asarray(shares, np.float64)
 
     @cache
     def references():  # on first use: a rerun whose kinds are all recorded scores nothing
@@ -163,7 +165,7 @@ def joined(scores, real: np.ndarray):
 
     def score(images):
         tails = [1 - np.searchsorted(r, s(images)) / len(r) for r, s in zip(references(), scores, strict=True)]
-        return -np.min(tails, axis=0)
+        return -np.min(np.divide(tails, weights[:, None]), axis=0)
 
     return score
 

@@ -99,8 +99,9 @@ def cmd_ensemble(args) -> None:
     softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined (:func:`joined`) with
     the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) or ``--denoiser`` (a ``diffusion`` step's)
     also with that model's code length or its error at the first of ``--strengths`` turned round (both
-    smoothness), and with both. Its minutes are the members' training minutes summed (the other model's are its
-    own field)."""
+    smoothness), and with both; with ``--smooth-share s`` also with that score given a share s of the false alarms
+    (rows ``...@s``; the others split the rest). Its minutes are the members' training minutes summed (the other
+    model's are its own field)."""
     models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
     probabilities = remembered(lambda images: np.mean([softmax(batched(m, images)[0]) for m in models], axis=0))
 
@@ -115,15 +116,22 @@ def cmd_ensemble(args) -> None:
     reference = data["test_REAL"][4000:6000]
     scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
     others = smoothness_scores(args)
+    share = args.smooth_share  # 0: the scores share the false alarms equally
     for name, (smooth, _) in others.items():
         scores[f"doubt+{name}"] = joined((doubt, smooth), reference)
         scores[f"doubt+{name}+shipped"] = joined((doubt, smooth, shipped_score), reference)
+        if share:
+            rest = (1 - share) / 2
+            scores[f"doubt+{name}@{share:g}"] = joined((doubt, smooth), reference, (1 - share, share))
+            scores[f"doubt+{name}@{share:g}+shipped"] = joined(
+                (doubt, smooth, shipped_score), reference, (rest, share, rest)
+            )
 
     def describe(kind: str) -> dict:
         record = {"fakes": "none", "members": args.members, "input": kind, "cifar10": accuracy}
         for name, (_, fields) in others.items():
             record |= fields if name in kind else {}
-        return record
+        return record | ({"smooth_share": share} if "@" in kind else {})
 
     score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
 

@@ -1,5 +1,6 @@
-"""The generalisation probe's denoiser scores (benchmarks/probe/lowlevel.py, step ``manifold``, issue 40): the error
-is the denoiser's miss of the noise actually added at each diffusion time, and a step's scores share one pass."""
+"""The generalisation probe's scores (benchmarks/probe, issue 40): a denoiser's error is its miss of the noise actually
+added at each diffusion time, a step's scores share one pass per image set, and a join gives each score its share
+of the false alarms."""
 
 from __future__ import annotations
 
@@ -46,3 +47,15 @@ def test_each_image_set_is_computed_once(probe):
     columns(images[:2])
     columns(images.reshape(2, 64, 32, 3))  # the same bytes in another shape are another set
     assert calls == [4, 2, 2]
+
+
+def test_a_join_gives_each_score_its_share_of_false_alarms(probe):
+    _, common = probe
+    real = np.stack([np.arange(1000.0), np.arange(1000.0)], axis=1)  # both scores alike on photographs
+    strange_first, strange_second = np.array([[990.0, 0.0]]), np.array([[0.0, 990.0]])
+    scores = (lambda x: x[:, 0], lambda x: x[:, 1])
+    equal = common.joined(scores, real)
+    assert equal(strange_first) == equal(strange_second)
+    leaning = common.joined(scores, real, shares=(0.8, 0.2))
+    assert leaning(strange_first) > leaning(strange_second)  # the first score holds more of the budget
+    np.testing.assert_allclose(leaning(strange_first), -(1 - 990 / 1000) / 0.8)  # 10 of 1 000 score as high
