@@ -20,9 +20,10 @@ def probe():
 
 
 def test_errors_are_the_miss_of_the_added_noise(probe):
-    lowlevel, _ = probe
     """A denoiser that reads the noise as if the image were mid-grey misses it by signal x pixel / noise exactly."""
     from cifake.generators import diffusion_rates, unit_pixels
+
+    lowlevel, _ = probe
 
     def as_if_grey(inputs, training=False):
         noisy, variance = inputs

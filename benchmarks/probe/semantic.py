@@ -28,7 +28,6 @@ def cmd_semantic(args) -> None:
     generators make objects it cannot name, the Inception score's cue per image). With ``--outliers`` (a
     ``--fakes``-style spec) it is also taught to be unsure of those images; with ``--rotation`` it also names
     each image's quarter turn (:func:`rotation_scores`)."""
-
     folder = args.root / args.name
     path = folder / "classifier.keras"
     data = cifake(args)
