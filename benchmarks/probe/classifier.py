@@ -254,7 +254,7 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
         data = {"x": mixup_batches(x, y, args.batch, args.mixup, args.seed)}
     model.compile(_semantic_optimizer(args, steps), loss=loss)
     backup = keras.callbacks.BackupAndRestore(str(path.parent / "backup"))
-    callbacks = [backup, epoch_log(path.parent / "minutes.txt")]
+    callbacks = [backup, epoch_log(path.parent)]
     model.fit(**data, epochs=args.epochs, callbacks=callbacks, verbose=0)
     save_float32(build, net, path)
 

@@ -46,9 +46,9 @@ def trained_minutes(folder: Path) -> float:
     return float(kept.read_text()) if kept.exists() else 0.0
 
 
-def epoch_log(minutes_file: Path | None = None):
-    """Logs each epoch's metrics and seconds; with ``minutes_file``, keeps there the training minutes so far
-    (added to across a resumed run)."""
+def epoch_log(folder: Path | None = None):
+    """Logs each epoch's metrics and seconds; with ``folder``, keeps there the training minutes so far (added to
+    across a resumed run; read back by :func:`trained_minutes`)."""
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -58,9 +58,8 @@ def epoch_log(minutes_file: Path | None = None):
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.time() - self.start
             log.info("epoch %d: %s (%.0f s)", epoch + 1, logs, seconds)
-            if minutes_file is not None:
-                before = float(minutes_file.read_text()) if minutes_file.exists() else 0.0
-                minutes_file.write_text(f"{before + seconds / 60:.2f}\n")
+            if folder is not None:
+                (folder / "minutes.txt").write_text(f"{trained_minutes(folder) + seconds / 60:.2f}\n")
 
     return EpochLog()
 

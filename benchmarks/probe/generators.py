@@ -42,7 +42,7 @@ def cmd_diffusion(args) -> None:
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=1.0e-4))
     backup = keras.callbacks.BackupAndRestore(str(folder / "backup"))
     start = time.time()
-    epochs = epoch_log(folder / "minutes.txt")
+    epochs = epoch_log(folder)
     model.fit(real, batch_size=128, epochs=args.epochs, callbacks=[backup, epochs], verbose=0)
     save_float32(
         partial(build_denoiser, DenoiserShape(tuple(args.widths), args.blocks, args.upsample)),

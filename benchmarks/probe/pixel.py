@@ -99,7 +99,7 @@ def train_pixel(args, real: np.ndarray, path: Path) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=args.lr, warmup_steps=steps // 20)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(keras.optimizers.Adam(schedule), loss=loss)
-    callbacks = [keras.callbacks.BackupAndRestore(str(path.parent / "backup")), epoch_log(path.parent / "minutes.txt")]
+    callbacks = [keras.callbacks.BackupAndRestore(str(path.parent / "backup")), epoch_log(path.parent)]
     x, y = real.astype(np.float32), nibbles(real)
     model.fit(x, y, batch_size=args.batch, epochs=args.epochs, callbacks=callbacks, verbose=0)
     save_float32(partial(pixel_net, args.widths[0], args.blocks), model, path)
