@@ -482,7 +482,7 @@ def fill(text: str, blocks: dict[str, list[str]]) -> str:
         if not pattern.search(text):
             raise KeyError(f"no generated block {name!r}")
         body = "\n".join(lines)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)  # type: ignore[misc]
     return text
 
 

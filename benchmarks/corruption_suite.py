@@ -54,7 +54,9 @@ def main() -> int:
 
     test = Split.load(args.data / "test.npz")
     test = test.take(np.sort(np.random.default_rng(args.seed).permutation(len(test.y))[: args.images]))
-    suite = {name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()}
+    suite: dict[str, tuple[str, float]] = {
+        name: (c.kind, c.value) for name, c in load_params().evaluate.corruptions.items()
+    }
     try:
         suite = UNSEEN if args.unseen else NOVEL if args.novel else parse_conditions(args.condition) or suite
     except ValueError as err:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from cifake.config import load_params
 from cifake.fileio import read_json, sha256_file, write_json
@@ -33,8 +35,8 @@ def main() -> None:
         start = time.time()
         model = load_model(path)
         p_real = predict_proba(model, real)
-        scored = score_sets(sets, {"model": (lambda x, m=model: predict_proba(m, x), p_real)})
-        entry = {
+        scored = score_sets(sets, {"model": (partial(predict_proba, model), p_real)})
+        entry: dict[str, Any] = {
             "sha256": sha256_file(path),
             "real_images": len(real),
             "real_called_real": float((p_real < 0.5).mean()),

@@ -23,6 +23,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py file --name cifake-robust          # a shipped file, at its 0.5
     python benchmarks/generalisation_probe.py lowlevel                           # colour, nearest photographs
     python benchmarks/generalisation_probe.py layers --name semantic-airbench-b8-held   # hidden layers' statistics
+    python benchmarks/generalisation_probe.py patches --name semantic-airbench-b8-held-v2   # local novelty
     python benchmarks/generalisation_probe.py manifold --name diff-nearest --strengths 0 0.1 0.25 0.4 0.6
     python benchmarks/generalisation_probe.py stability --name semantic-airbench-b8-held-v2 --denoiser diff-nearest \\
         --strengths 0.3 0.5
@@ -49,7 +50,7 @@ from probe.detect import cmd_detect, cmd_file
 from probe.generators import cmd_ae, cmd_data, cmd_diffusion, cmd_fakes, cmd_gan, cmd_warp
 from probe.lowlevel import cmd_lowlevel, cmd_manifold, cmd_spectrum
 from probe.pixel import cmd_pixel
-from probe.semantic import cmd_ensemble, cmd_layers, cmd_semantic, cmd_stability
+from probe.semantic import cmd_ensemble, cmd_layers, cmd_patches, cmd_semantic, cmd_stability
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
         "data": cmd_data, "diffusion": cmd_diffusion, "fakes": cmd_fakes, "gan": cmd_gan, "ae": cmd_ae,
         "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
         "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "layers": cmd_layers, "detect": cmd_detect,
-        "file": cmd_file, "manifold": cmd_manifold, "stability": cmd_stability,
+        "file": cmd_file, "manifold": cmd_manifold, "stability": cmd_stability, "patches": cmd_patches,
     }  # fmt: skip
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")

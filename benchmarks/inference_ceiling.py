@@ -136,7 +136,9 @@ def worker(env_name: str, model_path: Path, images: int) -> dict:
 
 def run_round(model: Path, images: int, extra_path: str | None) -> dict:
     """Every environment once, each in a fresh process; rates relative to today's forward pass in default."""
-    rates, notes, loads = {}, {}, []
+    rates: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    loads: list[float] = []
     for env_name, settings in ENVIRONMENTS.items():
         paths = [str(ROOT / "src"), *([extra_path] if extra_path else [])]
         env = {**os.environ, **settings, "PYTHONPATH": os.pathsep.join(paths), "TF_CPP_MIN_LOG_LEVEL": "2"}

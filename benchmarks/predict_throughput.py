@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +96,8 @@ def inference_rates(model, x: np.ndarray, rounds: int) -> dict[str, float]:
     single, _ = without_flip_average(model)
     models = {"flip_float32": model, "flip_bfloat16": with_precision(model, "mixed_bfloat16")}
     models |= {"single_float32": single, "single_bfloat16": with_precision(single, "mixed_bfloat16")}
-    fns = {"baseline_flip_float32": lambda b: saved_graph(b).numpy()}
-    fns |= {name: (lambda b, m=m: predict_proba(m, b, 256)) for name, m in models.items()}
+    fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {"baseline_flip_float32": lambda b: saved_graph(b).numpy()}
+    fns |= {name: partial(predict_proba, m, batch_size=256) for name, m in models.items()}
     best: dict[str, float] = {}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -146,7 +148,7 @@ def main() -> None:
     load_start = os.getloadavg()
 
     model = load_model(args.model)
-    paths = [p for _, p, problem in iter_files(args.folder) if problem is None]
+    paths = [p for _, p, _problem in iter_files(args.folder) if p is not None]  # a path only where no problem
     start = time.perf_counter()
     for path in paths[: args.loop_images]:
         model.predict(load_image(path)[None].astype(np.float32), verbose=0)

@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from _conditions import NOVEL, UNSEEN
 from _results import emit
@@ -79,7 +80,7 @@ WIDE_INTENSITY = {"brightness": (-64.0, 64.0), "contrast": (0.4, 1.6)}
 # P3: every fine-tuning image changed, with the wide intensity ranges (the base of the 2026-11-27 evening recipes)
 P3 = {**FGH, "ranges": WIDE_INTENSITY, "adv_everyday": 1.0}
 
-RECIPES = {
+RECIPES: dict[str, dict[str, Any]] = {
     "A_base": {},
     "B_base_everyday": {"everyday": 0.5},
     "C_stem2_bf16_everyday": {"model": STEM2, "precision": "mixed_bfloat16", "everyday": 0.5},

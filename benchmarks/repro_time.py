@@ -33,6 +33,7 @@ def timed_repro(clone: Path, env: dict) -> tuple[float, dict[str, float]]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None  # stdout=PIPE
     start = last = time.perf_counter()
     stages, current, output = {}, None, []
     for line in proc.stdout:

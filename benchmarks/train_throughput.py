@@ -103,8 +103,8 @@ def main() -> None:
     for name in args.arch or DEFAULT_ARCHITECTURES:
         spec = ARCHITECTURES[name]
         set_determinism(params.seed)
-        model = build_model(ModelParams(**spec))
-        row = {"parameters": int(model.count_params())}
+        model = build_model(ModelParams.model_validate(spec))
+        row: dict[str, float] = {"parameters": int(model.count_params())}
         for mode, adv in (("clean", None), ("adversarial", adversarial)):
             config = FitConfig(
                 epochs=2,

@@ -1,6 +1,6 @@
 """The generalisation probe's scores (benchmarks/probe, issue 40): a denoiser's error is its miss of the noise actually
-added at each diffusion time, a step's scores share one pass per image set, and a join gives each score its share
-of the false alarms."""
+added at each diffusion time, a step's scores share one pass per image set, a join gives each score its share
+of the false alarms, and a patch's novelty is its distance to the nearest patch of photographs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ from .conftest import load_benchmark
 def probe():
     load_benchmark("generalisation_probe")  # its folder on the path: its steps live in benchmarks/probe
     return importlib.import_module("probe.lowlevel"), importlib.import_module("probe.common")
+
+
+@pytest.fixture(scope="module")
+def semantic():
+    load_benchmark("generalisation_probe")
+    return importlib.import_module("probe.semantic")
 
 
 def test_errors_are_the_miss_of_the_added_noise(probe):
@@ -60,3 +66,14 @@ def test_a_join_gives_each_score_its_share_of_false_alarms(probe):
     leaning = common.joined(scores, real, shares=(0.8, 0.2))
     assert leaning(strange_first) > leaning(strange_second)  # the first score holds more of the budget
     np.testing.assert_allclose(leaning(strange_first), -(1 - 990 / 1000) / 0.8)  # 10 of 1 000 score as high
+
+
+def test_nearest_distances_match_a_search_of_every_pair(semantic):
+    """Chunked |q|^2 - 2 q.b + |b|^2 gives each query's distance to its nearest bank row, across chunk edges."""
+    rng = np.random.default_rng(0)
+    bank, queries = rng.normal(size=(300, 16)).astype(np.float32), rng.normal(size=(70, 16)).astype(np.float32)
+    queries[:5] = bank[[3, 50, 150, 299, 0]]  # some queries are bank rows: distance 0
+    every_pair = np.linalg.norm(queries[:, None] - bank[None], axis=2)
+    found = semantic.nearest_distances(queries, bank, chunk=32)
+    np.testing.assert_allclose(found, every_pair.min(1), atol=5e-3)  # float32 cancellation near 0
+    assert np.all(found[:5] < 1e-2)

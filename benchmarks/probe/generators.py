@@ -22,7 +22,7 @@ def cmd_data(args) -> None:
         for cls in ("REAL", "FAKE"):
             arrays[f"{split}_{cls}"] = load_folder(args.cifake / split / cls)[0]
             log.info("%s/%s: %d images", split, cls, len(arrays[f"{split}_{cls}"]))
-    np.savez(out.with_suffix(".partial.npz"), **arrays)
+    np.savez(out.with_suffix(".partial.npz"), **arrays)  # type: ignore[arg-type]  # numpy stubs: a key may be allow_pickle
     out.with_suffix(".partial.npz").rename(out)
 
 

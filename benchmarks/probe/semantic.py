@@ -344,3 +344,70 @@ def layer_columns(statistics, train: np.ndarray):
         return np.stack([*cols, 1 - softmax(logits).max(1)], axis=1)
 
     return lambda images: np.concatenate([columns_of(images[i : i + 500]) for i in range(0, len(images), 500)])
+
+
+def cmd_patches(args) -> None:
+    """Local novelty (PatchCore, Roth et al. 2022) in a ``semantic`` step's classifier (``--name``): at the last
+    hidden layer of each of its 15x15 and 7x7 grids, each position's features averaged over its 3x3 neighbours, and
+    their distance to the nearest of 100 000 such patches from 4 000 train/REAL photographs it learnt; an image
+    scores its farthest patch (``rN-max``: something local no photograph has). Its nearest patches' mean distance
+    turned round (``rN-typical``) asks the reverse: an image made only of the commonest patches."""
+    data = cifake(args)
+    grids = patch_grids(load_classifier(args.root / args.name / "classifier.keras"), sizes=(15, 7))
+    banks = [_drawn(bank, 100_000, args.seed) for bank in grids(data["train_REAL"][::10][:4000])]
+    columns = remembered(lambda images: _patch_columns(grids(images), banks))
+    scores = {}
+    for j, size in enumerate((15, 7)):
+        scores[f"r{size}-max"] = partial(lambda images, j: columns(images)[:, 2 * j], j=j)
+        scores[f"r{size}-typical"] = partial(lambda images, j: -columns(images)[:, 2 * j + 1], j=j)
+    minutes = trained_minutes(args.root / args.name)
+    describe = {"fakes": "none", "classifier": args.name, "bank": "100 000 patches of 4 000 train/REAL"}
+    prefix = f"patches-{args.name}"
+    score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
+
+
+def patch_grids(model, sizes: tuple[int, ...]):
+    """images -> per grid size in ``sizes``: (N, positions, channels), the last hidden activation of that size
+    averaged over each position's 3x3 neighbours inside the grid (PatchCore's local pooling)."""
+    import keras
+
+    last = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Activation) and layer.output.shape[1] in sizes:
+            last[layer.output.shape[1]] = layer.output
+    network = keras.Model(model.input, [keras.layers.AveragePooling2D(3, 1, "same")(last[s]) for s in sizes])
+
+    def grids(images: np.ndarray) -> list[np.ndarray]:
+        return [g.reshape(len(g), -1, g.shape[-1]) for g in batched(network, images.astype(np.float32))]
+
+    return grids
+
+
+def _drawn(grid: np.ndarray, count: int, seed: int) -> np.ndarray:
+    patches = grid.reshape(-1, grid.shape[-1])
+    keep = np.random.default_rng(seed).choice(len(patches), min(count, len(patches)), replace=False)
+    return patches[keep].astype(np.float32)
+
+
+def _patch_columns(grids: list[np.ndarray], banks: list[np.ndarray]) -> np.ndarray:
+    """Per image and grid: its patches' largest and mean distance to their nearest patch in the grid's bank."""
+    columns = []
+    for grid, bank in zip(grids, banks, strict=True):
+        distances = nearest_distances(grid.reshape(-1, grid.shape[-1]), bank).reshape(grid.shape[:2])
+        columns += [distances.max(1), distances.mean(1)]
+    return np.stack(columns, axis=1)
+
+
+def nearest_distances(queries: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Each query's Euclidean distance to its nearest row of ``bank``, by |q|^2 - 2 q.b + |b|^2 in chunks of
+    ``chunk`` queries (a chunk against 100 000 patches is 400 MB in float32)."""
+    queries = queries.astype(np.float32)
+    bank_norms = np.einsum("ij,ij->i", bank, bank)
+    out = np.empty(len(queries), np.float32)
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk]
+        squared = q @ bank.T
+        squared *= -2
+        squared += bank_norms
+        out[i : i + chunk] = squared.min(1) + np.einsum("ij,ij->i", q, q)
+    return np.sqrt(np.maximum(out, 0))

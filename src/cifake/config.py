@@ -65,10 +65,12 @@ class ModelParams(_Section):
     dense_units: int = Field(ge=1)
     dropout: float = Field(ge=0.0, lt=1.0)
     flip_average: bool = Field(
-        False, description="the saved model averages its logit over each image and its mirror (2x inference work)"
+        default=False,
+        description="the saved model averages its logit over each image and its mirror (2x inference work)",
     )
     view_shift: Literal[0, 1, 2] = Field(
-        0, description="the robust model also averages 4 diagonal shifts of this many pixels of both views (10 views)"
+        default=0,
+        description="the robust model also averages 4 diagonal shifts of this many pixels of both views (10 views)",
     )
 
     @field_validator("widths")

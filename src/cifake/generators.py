@@ -244,7 +244,12 @@ def sample(denoiser: keras.Model, n: int, steps: int = 20, seed: int = 0, batch_
 
 
 def resynthesise(
-    denoiser: keras.Model, images: np.ndarray, strength: np.ndarray, steps: int = 10, seed: int = 0, batch_size=256
+    denoiser: keras.Model,
+    images: np.ndarray,
+    strength: float | np.ndarray,
+    steps: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Each uint8 image noised to diffusion time ``strength`` (one per image, or one for all, in (0, 1]) and
     denoised again (SDEdit) in ``steps`` x ``strength`` DDIM steps. Images of equal strength run together,
