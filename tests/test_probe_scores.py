@@ -1,6 +1,7 @@
 """The generalisation probe's scores (benchmarks/probe, issue 40): a denoiser's error is its miss of the noise actually
 added at each diffusion time, a step's scores share one pass per image set, a join gives each score its share
-of the false alarms, and a patch's novelty is its distance to the nearest patch of photographs."""
+of the false alarms, a patch's novelty is its distance to the nearest patch of photographs, and an ensemble's
+disagreement is what its members' mean softmax is unsure of beyond each member's own doubt."""
 
 from __future__ import annotations
 
@@ -77,3 +78,11 @@ def test_nearest_distances_match_a_search_of_every_pair(semantic):
     found = semantic.nearest_distances(queries, bank, chunk=32)
     np.testing.assert_allclose(found, every_pair.min(1), atol=5e-3)  # float32 cancellation near 0
     assert np.all(found[:5] < 1e-2)
+
+
+def test_disagreement_is_the_mean_softmax_entropy_beyond_the_members_own(semantic):
+    sure_a, sure_b, unsure = np.eye(3)[0], np.eye(3)[1], np.full(3, 1 / 3)
+    first = np.stack([sure_a, unsure, sure_a, sure_a])
+    members = np.stack([first, np.stack([sure_b, unsure, sure_a, unsure])])  # (2 members, 4 images, 3 classes)
+    one_sure_one_not = -(2 / 3 * np.log(2 / 3) + 2 / 6 * np.log(1 / 6)) - np.log(3) / 2  # mean (2/3, 1/6, 1/6)
+    np.testing.assert_allclose(semantic.disagreement(members), [np.log(2), 0, 0, one_sure_one_not], atol=1e-9)

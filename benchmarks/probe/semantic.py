@@ -96,13 +96,18 @@ def cmd_stability(args) -> None:
 def cmd_ensemble(args) -> None:
     """The doubt of a deep ensemble (Lakshminarayanan et al. 2017): 1 - the largest class probability of the mean
     softmax of the ``--members`` classifiers (``semantic`` steps' folders), alone and joined (:func:`joined`) with
-    the shipped detector; with ``--pixel`` (a ``pixel`` step's folder) or ``--denoiser`` (a ``diffusion`` step's)
+    the shipped detector, and the members' disagreement (``disagreement``: the entropy of the mean softmax less
+    the members' mean entropy, the mutual information of Depeweg et al. 2018; high where the members are each sure
+    of different classes); with ``--pixel`` (a ``pixel`` step's folder) or ``--denoiser`` (a ``diffusion`` step's)
     also with that model's code length or its error at the first of ``--strengths`` turned round (both
     smoothness), and with both; with ``--smooth-share s`` also with that score given a share s of the false alarms
     (rows ``...@s``; the others split the rest). Its minutes are the members' training minutes summed (the other
     model's are its own field)."""
     models = [load_classifier(args.root / member / "classifier.keras") for member in args.members]
-    probabilities = remembered(lambda images: np.mean([softmax(batched(m, images)[0]) for m in models], axis=0))
+    per_member = remembered(lambda images: np.stack([softmax(batched(m, images)[0]) for m in models]))
+
+    def probabilities(images):
+        return per_member(images).mean(0)
 
     def doubt(images):
         return 1 - probabilities(images).max(1)
@@ -114,6 +119,8 @@ def cmd_ensemble(args) -> None:
     minutes = sum(trained_minutes(args.root / member) for member in args.members)
     reference = data["test_REAL"][4000:6000]
     scores = {"doubt": doubt, "doubt+shipped": joined((doubt, shipped_score), reference)}
+    if len(models) > 1:
+        scores["disagreement"] = lambda images: disagreement(per_member(images))
     others = smoothness_scores(args)
     share = args.smooth_share  # 0: the scores share the false alarms equally
     for name, (smooth, _) in others.items():
@@ -133,6 +140,15 @@ def cmd_ensemble(args) -> None:
         return record | ({"smooth_share": share} if "@" in kind else {})
 
     score_kinds(args, data, args.name, scores, describe, skip=lambda kind: {}, minutes=minutes)
+
+
+def disagreement(per_member: np.ndarray) -> np.ndarray:
+    """(members, N, classes) softmaxes -> per image, the entropy of their mean less their mean entropy (nats)."""
+
+    def entropy(p: np.ndarray) -> np.ndarray:
+        return -(p * np.log(np.clip(p, 1.0e-12, None))).sum(-1)
+
+    return entropy(per_member.mean(0)) - entropy(per_member).mean(0)
 
 
 def smoothness_scores(args) -> dict:
