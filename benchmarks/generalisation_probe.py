@@ -12,6 +12,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
         [--holdout shipped-val] [--coarse 2] [--mixup 0.4]
+    python benchmarks/generalisation_probe.py extract --name semantic-generalist   # the shipped generalist's classifier
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
         [--denoiser diff-nearest --strengths 0.1 [--smooth-share 0.2]]
@@ -45,6 +46,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from probe.classifier import cmd_extract
 from probe.common import ROOT
 from probe.detect import cmd_detect, cmd_file
 from probe.generators import cmd_ae, cmd_data, cmd_diffusion, cmd_fakes, cmd_gan, cmd_warp
@@ -60,6 +62,7 @@ def main() -> None:
         "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
         "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "layers": cmd_layers, "detect": cmd_detect,
         "file": cmd_file, "manifold": cmd_manifold, "stability": cmd_stability, "patches": cmd_patches,
+        "extract": cmd_extract,
     }  # fmt: skip
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")

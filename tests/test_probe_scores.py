@@ -1,7 +1,8 @@
 """The generalisation probe's scores (benchmarks/probe, issue 40): a denoiser's error is its miss of the noise actually
 added at each diffusion time, a step's scores share one pass per image set, a join gives each score its share
 of the false alarms, a patch's novelty is its distance to the nearest patch of photographs, and an ensemble's
-disagreement is what its members' mean softmax is unsure of beyond each member's own doubt."""
+disagreement is what its members' mean softmax is unsure of beyond each member's own doubt; the classifier
+``extract`` takes from the shipped generalist is the one whose doubt the file reads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from .conftest import load_benchmark
+from .conftest import ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,21 @@ def test_disagreement_is_the_mean_softmax_entropy_beyond_the_members_own(semanti
     members = np.stack([first, np.stack([sure_b, unsure, sure_a, unsure])])  # (2 members, 4 images, 3 classes)
     one_sure_one_not = -(2 / 3 * np.log(2 / 3) + 2 / 6 * np.log(1 / 6)) - np.log(3) / 2  # mean (2/3, 1/6, 1/6)
     np.testing.assert_allclose(semantic.disagreement(members), [np.log(2), 0, 0, one_sure_one_not], atol=1e-9)
+
+
+def test_the_extracted_classifier_gives_the_shipped_generalists_doubt():
+    """``extract`` saves the generalist's own classifier: its largest class probability is the file's, and it has
+    the ``features`` layer the probe's scores read."""
+    import keras
+
+    from cifake.model import load_model
+
+    load_benchmark("generalisation_probe")
+    classifier_of = importlib.import_module("probe.classifier").classifier_of
+    generalist = load_model(ROOT / "models" / "pretrained" / "cifake-generalist.keras")
+    classifier = classifier_of(generalist)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    inside = keras.Model(generalist.input, generalist.get_layer("minus_largest").output)(images)
+    largest = keras.ops.convert_to_numpy(keras.ops.softmax(classifier(images))).max(1)
+    np.testing.assert_allclose(-largest, np.asarray(inside)[:, 0], atol=1e-6)
+    assert classifier.get_layer("features").output.shape[-1] == 256

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ROOT, epoch_log, save_float32
+from .common import ROOT, epoch_log, log, save_float32
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -328,3 +328,33 @@ def _semantic_optimizer(args, steps: int):
     triangle = Triangle()
     decay = 0.0153 * args.batch / 1024 / args.lr
     return keras.optimizers.SGD(triangle, momentum=0.85, nesterov=True, weight_decay=decay)
+
+
+def cmd_extract(args) -> None:
+    """The CIFAR-10 classifier inside the shipped generalist file (models/pretrained/cifake-generalist.keras),
+    saved whole as a ``semantic`` step's classifier at ``--root/--name``: the steps that read a classifier
+    (``semantic``, ``ensemble``, ``layers``, ``patches``, ``stability``) then run on it without the half hour of
+    training it took (docs/experiments.md gives its recipe and minutes; none are recorded here)."""
+    import keras
+
+    if not args.name:
+        raise SystemExit("extract needs --name: the folder the classifier is saved in")
+    path = args.root / args.name / "classifier.keras"
+    if path.exists():
+        log.info("%s exists; nothing to do", path)
+        return
+    generalist = keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-generalist.keras", safe_mode=True)
+    partial_path = path.with_suffix(".partial.keras")
+    classifier_of(generalist).save(partial_path)
+    partial_path.rename(path)
+
+
+def classifier_of(generalist):
+    """The generalist's nested CIFAR-10 classifier (pixels -> 10 logits, with its ``features`` layer) as a model
+    of its own."""
+    import keras
+
+    nested = [layer for layer in generalist.layers if isinstance(layer, keras.Model) and layer.output.shape[-1] == 10]
+    if len(nested) != 1:
+        raise ValueError(f"expected one nested 10-class network, found {len(nested)}")
+    return keras.Model(nested[0].input, nested[0].output, name="generalist_classifier")
