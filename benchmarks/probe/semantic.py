@@ -365,7 +365,7 @@ def layer_columns(statistics, train: np.ndarray):
 def cmd_patches(args) -> None:
     """Local novelty (PatchCore, Roth et al. 2022) in a ``semantic`` step's classifier (``--name``): at the last
     hidden layer of each of its 15x15 and 7x7 grids, each position's features averaged over its 3x3 neighbours, and
-    their distance to the nearest of 100 000 such patches from 4 000 train/REAL photographs it learnt; an image
+    their distance to the nearest of 100 000 such patches from 4 000 train/REAL photographs (every tenth); an image
     scores its farthest patch (``rN-max``: something local no photograph has). Its nearest patches' mean distance
     turned round (``rN-typical``) asks the reverse: an image made only of the commonest patches."""
     data = cifake(args)
@@ -391,6 +391,8 @@ def patch_grids(model, sizes: tuple[int, ...]):
     for layer in model.layers:
         if isinstance(layer, keras.layers.Activation) and layer.output.shape[1] in sizes:
             last[layer.output.shape[1]] = layer.output
+    if missing := [size for size in sizes if size not in last]:
+        raise SystemExit(f"the classifier has no activation on a grid of {missing}: patches reads airbench's grids")
     network = keras.Model(model.input, [keras.layers.AveragePooling2D(3, 1, "same")(last[s]) for s in sizes])
 
     def grids(images: np.ndarray) -> list[np.ndarray]:
