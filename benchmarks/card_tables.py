@@ -18,6 +18,7 @@ import csv
 import json
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -481,9 +482,12 @@ def fill(text: str, blocks: dict[str, list[str]]) -> str:
         )
         if not pattern.search(text):
             raise KeyError(f"no generated block {name!r}")
-        body = "\n".join(lines)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)  # type: ignore[misc]
+        text = pattern.sub(partial(_between_markers, "\n".join(lines)), text)
     return text
+
+
+def _between_markers(body: str, match: re.Match[str]) -> str:
+    return match.group(1) + body + "\n" + match.group(2)
 
 
 def documents() -> dict[Path, str]:
