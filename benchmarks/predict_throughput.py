@@ -148,7 +148,7 @@ def main() -> None:
     load_start = os.getloadavg()
 
     model = load_model(args.model)
-    paths = [p for _, p, _problem in iter_files(args.folder) if p is not None]  # a path only where no problem
+    paths = [p for _, p, _problem in iter_files(args.folder) if p is not None]  # no path: a problem
     start = time.perf_counter()
     for path in paths[: args.loop_images]:
         model.predict(load_image(path)[None].astype(np.float32), verbose=0)

@@ -132,7 +132,7 @@ def remembered(per_images):
     memo: dict[bytes, np.ndarray] = {}
 
     def of(images: np.ndarray) -> np.ndarray:
-        key = hashlib.sha1(np.ascontiguousarray(images).tobytes()).digest() + repr(images.shape).encode()
+        key = hashlib.sha1(np.ascontiguousarray(images).data).digest() + repr(images.shape).encode()
         if key not in memo:
             memo[key] = per_images(images)
         return memo[key]
