@@ -70,15 +70,19 @@ def test_a_join_gives_each_score_its_share_of_false_alarms(probe):
     np.testing.assert_allclose(leaning(strange_first), -(1 - 990 / 1000) / 0.8)  # 10 of 1 000 score as high
 
 
-def test_nearest_distances_match_a_search_of_every_pair(semantic):
-    """Chunked |q|^2 - 2 q.b + |b|^2 gives each query's distance to its nearest bank row, across chunk edges."""
+def test_nearest_distances_match_a_search_of_every_pair(probe):
+    """Chunked |q|^2 - 2 q.b + |b|^2 gives each query's distance to its nearest (and k-th nearest) bank row, across
+    chunk edges."""
+    _, common = probe
     rng = np.random.default_rng(0)
     bank, queries = rng.normal(size=(300, 16)).astype(np.float32), rng.normal(size=(70, 16)).astype(np.float32)
     queries[:5] = bank[[3, 50, 150, 299, 0]]  # some queries are bank rows: distance 0
     every_pair = np.linalg.norm(queries[:, None] - bank[None], axis=2)
-    found = semantic.nearest_distances(queries, bank, chunk=32)
+    found = common.nearest_distances(queries, bank, chunk=32)
     np.testing.assert_allclose(found, every_pair.min(1), atol=5e-3)  # float32 cancellation near 0
     assert np.all(found[:5] < 1e-2)
+    third = common.nearest_distances(queries, bank, k=3, chunk=32)
+    np.testing.assert_allclose(third, np.sort(every_pair, axis=1)[:, 2], atol=5e-3)
 
 
 def test_disagreement_is_the_mean_softmax_entropy_beyond_the_members_own(semantic):

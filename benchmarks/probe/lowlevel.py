@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import cifake, fake_sources, remembered, score_kinds, trained_minutes
+from .common import cifake, fake_sources, nearest_distances, remembered, score_kinds, trained_minutes
 
 # JPEG's luminance table (ITU T.81 Annex K) scaled as libjpeg does for quality 75: the table of every image here
 ANNEX_K = np.array([
@@ -97,15 +97,9 @@ def lattice_features(x: np.ndarray) -> np.ndarray:
 def nearest_closeness(train: np.ndarray, k: int = 10):
     """Minus each image's pixel-space distance to its ``k``-th nearest image of ``train``."""
     flat = train.reshape(len(train), -1).astype(np.float32) / 255
-    norms = (flat**2).sum(1)
 
     def score(images: np.ndarray) -> np.ndarray:
-        x = images.reshape(len(images), -1).astype(np.float32) / 255
-        squared = [
-            np.partition((part**2).sum(1)[:, None] + norms[None] - 2 * part @ flat.T, k - 1, axis=1)[:, k - 1]
-            for part in np.array_split(x, max(1, len(x) // 500))
-        ]
-        return -np.sqrt(np.maximum(np.concatenate(squared), 0))
+        return -nearest_distances(images.reshape(len(images), -1).astype(np.float32) / 255, flat, k, chunk=500)
 
     return score
 

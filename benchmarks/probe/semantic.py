@@ -13,6 +13,7 @@ from .common import (
     fake_sources,
     joined,
     log,
+    nearest_distances,
     remembered,
     score_kinds,
     shipped_score,
@@ -414,18 +415,3 @@ def _patch_columns(grids: list[np.ndarray], banks: list[np.ndarray]) -> np.ndarr
         distances = nearest_distances(grid.reshape(-1, grid.shape[-1]), bank).reshape(grid.shape[:2])
         columns += [distances.max(1), distances.mean(1)]
     return np.stack(columns, axis=1)
-
-
-def nearest_distances(queries: np.ndarray, bank: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Each query's Euclidean distance to its nearest row of ``bank``, by |q|^2 - 2 q.b + |b|^2 in chunks of
-    ``chunk`` queries (a chunk against 100 000 patches is 400 MB in float32)."""
-    queries = queries.astype(np.float32)
-    bank_norms = np.einsum("ij,ij->i", bank, bank)
-    out = np.empty(len(queries), np.float32)
-    for i in range(0, len(queries), chunk):
-        q = queries[i : i + chunk]
-        squared = q @ bank.T
-        squared *= -2
-        squared += bank_norms
-        out[i : i + chunk] = squared.min(1) + np.einsum("ij,ij->i", q, q)
-    return np.sqrt(np.maximum(out, 0))
