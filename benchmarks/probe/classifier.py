@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ROOT, epoch_log, log, save_float32
+from .common import ROOT, epoch_log, log, save_float32, save_whole
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -344,9 +344,7 @@ def cmd_extract(args) -> None:
         log.info("%s exists; nothing to do", path)
         return
     generalist = keras.saving.load_model(ROOT / "models" / "pretrained" / "cifake-generalist.keras", safe_mode=True)
-    partial_path = path.with_suffix(".partial.keras")
-    classifier_of(generalist).save(partial_path)
-    partial_path.rename(path)
+    save_whole(classifier_of(generalist), path)
 
 
 def classifier_of(generalist):

@@ -28,15 +28,21 @@ def cifake(args) -> dict[str, np.ndarray]:
 
 
 def save_float32(build, trained, path: Path) -> None:
-    """Save at ``path``, written whole (a killed save leaves no file a rerun would take as done), a float32 copy
-    of ``trained`` made by ``build()`` (it was trained under a mixed-precision policy, which this ends)."""
+    """Save at ``path``, written whole (:func:`save_whole`), a float32 copy of ``trained`` made by ``build()`` (it
+    was trained under a mixed-precision policy, which this ends)."""
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
     plain = build()
     plain.set_weights([np.asarray(w, np.float32) for w in trained.get_weights()])
+    save_whole(plain, path)
+
+
+def save_whole(model, path: Path) -> None:
+    """Save ``model`` at ``path`` through a partial file renamed when done: a killed save leaves no file a rerun
+    would take as done."""
     partial_path = path.with_suffix(".partial.keras")
-    plain.save(partial_path)
+    model.save(partial_path)
     partial_path.rename(path)
 
 
