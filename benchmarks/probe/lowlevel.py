@@ -130,11 +130,11 @@ def cmd_lowlevel(args) -> None:
 def lattice_shifts(validation: Path, test_real: np.ndarray) -> dict[str, float]:
     """Per folder of ``validation``, and for test REAL 2000-3999 as a yardstick: the largest shift, either way, of
     its images' mean :func:`lattice_features` from test REAL 0-1999's (natural log)."""
-    from cifake.generalisation import load_folder
+    from cifake.generalisation import load_set
 
     reference = lattice_features(test_real[:2000]).mean(0)
     sets = {"test REAL 2000-3999": test_real[2000:4000]}
-    sets |= {f.name: load_folder(f)[0] for f in sorted(validation.iterdir()) if f.is_dir()}
+    sets |= load_set(validation)[0]
     shifts = {name: lattice_features(images).mean(0) - reference for name, images in sets.items()}
     return {name: round(float(shift[np.abs(shift).argmax()]), 3) for name, shift in shifts.items()}
 
