@@ -11,11 +11,14 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
-        [--holdout shipped-val] [--coarse 2] [--mixup 0.4]
+        [--holdout shipped-val] [--coarse 2] [--mixup 0.4] [--adversarial 2]
     python benchmarks/generalisation_probe.py extract --name semantic-generalist   # the shipped generalist's classifier
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
         [--denoiser diff-nearest --strengths 0.1 [--smooth-share 0.2]]
+    python benchmarks/generalisation_probe.py linear --name semantic-airbench-b8-held-v2 \\
+        --fakes gan-transpose/sample=6000,gan-nearest/sample=6000             # frozen features, own fakes
+    python benchmarks/generalisation_probe.py joint --name semantic-airbench-b8-held-v2   # scores' joint density
     python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000
@@ -50,6 +53,8 @@ from probe.classifier import cmd_extract
 from probe.common import ROOT
 from probe.detect import cmd_detect, cmd_file
 from probe.generators import cmd_ae, cmd_data, cmd_diffusion, cmd_fakes, cmd_gan, cmd_warp
+from probe.joint import cmd_joint
+from probe.linear import cmd_linear
 from probe.lowlevel import cmd_lowlevel, cmd_manifold, cmd_spectrum
 from probe.pixel import cmd_pixel
 from probe.semantic import cmd_ensemble, cmd_layers, cmd_patches, cmd_semantic, cmd_stability
@@ -62,7 +67,7 @@ def main() -> None:
         "warp": cmd_warp, "semantic": cmd_semantic, "ensemble": cmd_ensemble, "pixel": cmd_pixel,
         "spectrum": cmd_spectrum, "lowlevel": cmd_lowlevel, "layers": cmd_layers, "detect": cmd_detect,
         "file": cmd_file, "manifold": cmd_manifold, "stability": cmd_stability, "patches": cmd_patches,
-        "extract": cmd_extract,
+        "extract": cmd_extract, "linear": cmd_linear, "joint": cmd_joint,
     }  # fmt: skip
     parser.add_argument("step", choices=list(steps))
     parser.add_argument("--root", type=Path, default=ROOT / "probes")
@@ -106,6 +111,9 @@ def main() -> None:
     parser.add_argument("--bias-scale", type=float, default=1.0, help="semantic airbench: batch-norm bias scale")
     parser.add_argument("--smoothing", type=float, default=0.0, help="semantic: label smoothing")
     parser.add_argument("--mixup", type=float, default=0.0, help="semantic: mixup's Beta alpha (0: off)")
+    parser.add_argument(
+        "--adversarial", type=float, default=0.0, help="semantic airbench: FGSM training's eps in grey levels (0: off)"
+    )
     parser.add_argument("--coarse", type=int, default=1, help="semantic airbench: sees k x k block means only")
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifake.attacks import Attacker, attack_images, logit_fn, n_fgsm
+from cifake.attacks import Attacker, attack_images, fgsm, logit_fn, n_fgsm
 
 pytestmark = pytest.mark.model
 
@@ -151,3 +151,27 @@ def test_an_unreadable_cached_batch_is_attacked_again(tiny_model, batch, tmp_pat
     counting = _Counting(tiny_model)
     adv = attack_images(counting, x, y, **run)
     assert counting.batches == 1 and adv.shape == x.shape and np.isfinite(adv).all()
+
+
+def test_fgsm_ascends_the_loss_it_is_given(batch):
+    """With a 10-class softmax cross-entropy FGSM steps each pixel by the sign of that loss's gradient (clipped to
+    [0, 1]), and the loss rises: the probe's robust CIFAR-10 classifier trains on these steps."""
+    x, _ = batch
+    classes = np.arange(16) % 10
+    weights = tf.constant(np.random.default_rng(1).normal(size=(32 * 32 * 3, 10)), tf.float32)
+
+    def logits(x01, training=False):
+        return tf.reshape(x01, (-1, 32 * 32 * 3)) @ weights
+
+    def named(labels, out):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=out)
+
+    eps = 2 / 255
+    moved = fgsm(logits, tf.constant(x), tf.constant(classes), eps, eps, random_start=False, loss=named).numpy()
+    x_var = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_var)
+        total = tf.reduce_sum(named(classes, logits(x_var)))
+    expected = np.clip(x + eps * np.sign(tape.gradient(total, x_var).numpy()), 0, 1)
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+    assert named(classes, logits(tf.constant(moved))).numpy().mean() > total.numpy() / 16

@@ -2,7 +2,9 @@
 added at each diffusion time, a step's scores share one pass per image set, a join gives each score its share
 of the false alarms, a patch's novelty is its distance to the nearest patch of photographs, and an ensemble's
 disagreement is what its members' mean softmax is unsure of beyond each member's own doubt; the classifier
-``extract`` takes from the shipped generalist is the one whose doubt the file reads."""
+``extract`` takes from the shipped generalist is the one whose doubt the file reads; the frozen-feature probe reads
+each hidden layer's channel means and maxima beside the pooled features; the robust classifier trains on images
+moved up its loss."""
 
 from __future__ import annotations
 
@@ -109,3 +111,67 @@ def test_the_extracted_classifier_gives_the_shipped_generalists_doubt():
     largest = keras.ops.convert_to_numpy(keras.ops.softmax(classifier(images))).max(1)
     np.testing.assert_allclose(-largest, np.asarray(inside)[:, 0], atol=1e-6)
     assert classifier.get_layer("features").output.shape[-1] == 256
+
+
+def test_frozen_features_are_each_layers_channel_means_and_maxima():
+    """A two-layer network's pooled columns: ReLU's then its square's channel means and maxima, then ``features``;
+    ``last`` is the features alone."""
+    import keras
+
+    load_benchmark("generalisation_probe")
+    linear = importlib.import_module("probe.linear")
+    inputs = keras.Input((4, 4, 2))
+    first = keras.layers.Activation("relu")(inputs)
+    second = keras.layers.Activation(keras.ops.square)(first)
+    features = keras.layers.Activation("linear", name="features")(keras.layers.GlobalAveragePooling2D()(second))
+    model = keras.Model(inputs, keras.layers.Dense(3)(features))
+    x = np.random.default_rng(0).normal(size=(5, 4, 4, 2)).astype(np.float32)
+    relu = np.maximum(x, 0)
+    low, last = linear.pooled_layers(model)(x)
+    expected = [relu.mean((1, 2)), relu.max((1, 2)), (relu**2).mean((1, 2)), (relu**2).max((1, 2))]
+    np.testing.assert_allclose(low, np.concatenate(expected, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(last, (relu**2).mean((1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(linear._columns((low, last), "last"), last)
+    np.testing.assert_array_equal(linear._columns((low, last), "all"), np.c_[low, last])
+
+
+@pytest.mark.parametrize("eps, rises", [(0.0, False), (8 / 255, True)])
+def test_the_robust_classifier_trains_on_images_moved_up_its_loss(eps, rises):
+    """At a learning rate of 0, one training step's loss is the clean loss when eps is 0 (plain-colour images, which
+    flips and reflected shifts leave as they are) and well above it at 8/255."""
+    import keras
+
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    net = classifier.airbench_net(widths=(8, 8, 8), augment=False)
+    head = next(layer for layer in net.layers if isinstance(layer, keras.layers.Dense))
+    head.set_weights([head.get_weights()[0] * 30])  # sure logits: the loss then moves with the pixels
+    task = classifier.adversarial_task(net, eps, seed=0)
+    loss = classifier.outlier_exposure_loss(0.5)
+    task.compile(keras.optimizers.SGD(0.0), loss=loss)
+    rng = np.random.default_rng(0)
+    x = np.broadcast_to(rng.uniform(30, 220, (64, 1, 1, 3)), (64, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    clean = float(np.mean(loss(y, net(x, training=True))))
+    trained = task.fit(x, y, batch_size=64, epochs=1, verbose=0).history["loss"][0]
+    if rises:
+        assert trained > clean + 0.05
+    else:
+        assert trained == pytest.approx(clean, abs=1e-4)
+
+
+def test_the_robust_classifier_trains_under_bfloat16():
+    """The step trains as the probe runs it, under mixed bfloat16 (its attack works in float32)."""
+    import keras
+
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        task = classifier.adversarial_task(classifier.airbench_net(widths=(8, 8, 8), augment=False), 4 / 255, seed=0)
+        task.compile(keras.optimizers.SGD(0.1), loss=classifier.outlier_exposure_loss(0.5, 0.2))
+        x = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype(np.float32)
+        history = task.fit(x, np.arange(64) % 10, batch_size=32, epochs=1, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(history["loss"][0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,15 +156,14 @@ def load_classifier(path: Path):
     return keras.saving.load_model(path)
 
 
-def rotation_task(net, seed: int):
-    """``net`` (class and rotation outputs) trained to name the quarter turn each image was given (Golan and
-    El-Yaniv 2018; Hendrycks et al. 2019: a self-supervised task whose failure flags images unlike the photos
-    it was trained on), and the class of the unturned ones (a random quarter of each batch)."""
+@cache
+def _net_task():
+    """The class ``NetTask(net, seed)``: a model that trains the network ``net`` by its subclass's ``train_step``
+    (which ends in :meth:`descend`) and reports the mean loss; made on first use (keras is imported lazily)."""
     import keras
-    import tensorflow as tf
 
-    class RotationTask(keras.Model):
-        def __init__(self, **kwargs):
+    class NetTask(keras.Model):
+        def __init__(self, net, seed: int, **kwargs):
             super().__init__(**kwargs)
             self.net, self.seed = net, keras.random.SeedGenerator(seed)
             self.tracker = keras.metrics.Mean(name="loss")
@@ -176,6 +176,26 @@ def rotation_task(net, seed: int):
         def metrics(self):
             return [self.tracker]
 
+        def descend(self, tape, loss) -> dict:
+            """One optimiser step down ``loss`` (recorded on ``tape``) for the net's weights."""
+            weights = self.net.trainable_weights
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+            self.tracker.update_state(loss)
+            return {"loss": self.tracker.result()}
+
+    return NetTask
+
+
+def rotation_task(net, seed: int):
+    """``net`` (class and rotation outputs) trained to name the quarter turn each image was given (Golan and
+    El-Yaniv 2018; Hendrycks et al. 2019: a self-supervised task whose failure flags images unlike the photos
+    it was trained on), and the class of the unturned ones (a random quarter of each batch)."""
+    import keras
+    import tensorflow as tf
+
+    base: Any = _net_task()
+
+    class RotationTask(base):
         def train_step(self, data):
             x, y = data
             turns = keras.random.randint((tf.shape(x)[0],), 0, 4, seed=self.seed)
@@ -186,12 +206,44 @@ def rotation_task(net, seed: int):
                 named = keras.losses.sparse_categorical_crossentropy(tf.cast(y, "int32"), logits, from_logits=True)
                 turn = keras.losses.sparse_categorical_crossentropy(turns, rotation, from_logits=True)
                 loss = tf.reduce_mean(turn) + tf.reduce_sum(named * upright) / tf.maximum(tf.reduce_sum(upright), 1)
-            weights = self.net.trainable_weights
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
-            self.tracker.update_state(loss)
-            return {"loss": self.tracker.result()}
+            return self.descend(tape, loss)
 
-    return RotationTask()
+    return RotationTask(net, seed)
+
+
+def adversarial_task(net, eps: float, seed: int):
+    """``net`` (built without its random layers) trained on each batch flipped and shifted as airbench does, then
+    moved by one FGSM step with a random start (Wong et al. 2020: step 1.25 ``eps``, on the 0-1 scale) up its
+    classes' softmax cross-entropy (:func:`cifake.attacks.fgsm`): a robust classifier, whose features follow
+    shapes more than textures (Ilyas et al. 2019)."""
+    import keras
+    import tensorflow as tf
+
+    from cifake.attacks import fgsm
+
+    def named(labels, logits):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+
+    base: Any = _net_task()
+
+    class AdversarialTask(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.flip = keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32")  # the attack's dtype
+            self.shift = keras.layers.RandomTranslation(2 / 32, 2 / 32, "reflect", seed=seed + 1, dtype="float32")
+
+        def logits(self, x01, training=False):
+            return tf.cast(self.net(x01 * 255.0, training=training), tf.float32)
+
+        def train_step(self, data):
+            x, y = data
+            x = self.shift(self.flip(x, training=True), training=True) / 255.0
+            moved = 255.0 * fgsm(self.logits, x, y, eps, 1.25 * eps, True, self.seed, training=True, loss=named)
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x=moved, y=y, y_pred=self.net(moved, training=True))
+            return self.descend(tape, loss)
+
+    return AdversarialTask(net, seed)
 
 
 def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
@@ -239,9 +291,13 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     if args.holdout == "shipped-val":
         kept = np.setdiff1d(np.arange(len(real)), shipped_val_reals(args))
         real, classes = real[kept], classes[kept]
+    if args.adversarial and (args.arch != "airbench" or args.rotation or outliers or args.mixup):
+        raise SystemExit("--adversarial is a probe of its own, on --arch airbench")
     build = _classifier_builder(args, real)
-    net = build()
+    net = build(augment=False) if args.adversarial else build()
     model = rotation_task(net, args.seed) if args.rotation else net
+    if args.adversarial:
+        model = adversarial_task(net, args.adversarial / 255, args.seed)
     x = np.concatenate([real, *outliers.values()])
     y = np.r_[classes, -np.ones(len(x) - len(real), np.int64)]
     steps = args.epochs * (len(x) // args.batch + 1)

@@ -4,7 +4,8 @@ Attacks work on the 0-1 pixel scale: ``eps = 4/255`` moves each pixel by at most
 4 grey levels. The model sees ``x * 255`` (its contract is [0, 255] input).
 The loss is binary cross-entropy on the model's pre-sigmoid logit when the model
 exposes one, so gradients do not vanish when the sigmoid saturates (a source of
-false robustness). The loss and the input gradient are float32 even when the
+false robustness). FGSM takes another per-image loss for other tasks (a classifier's
+softmax cross-entropy). The loss and the input gradient are float32 even when the
 model computes in bfloat16.
 
 :func:`fgsm`, :func:`n_fgsm` and :func:`pgd` are the one implementation of each attack: the
@@ -26,6 +27,12 @@ from cifake.model import logit_model
 from cifake.progress import progress
 
 LogitFn = Callable[..., tf.Tensor]  # (x01, training=False) -> logits, shape (N,)
+LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (labels, logits) -> per-image loss
+
+
+def binary_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Per-image binary cross-entropy on pre-sigmoid ``logits`` (Real 0, Fake 1): the detector's loss."""
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def logit_fn(model: keras.Model) -> LogitFn:
@@ -47,34 +54,42 @@ def logit_fn(model: keras.Model) -> LogitFn:
     return lambda x01, training=False: tf.reshape(forward(x01, training=training), [-1])
 
 
-def loss_gradient(logits: LogitFn, x01: tf.Tensor, y: tf.Tensor, training: bool = False) -> tf.Tensor:
-    """Gradient of the summed logit cross-entropy with respect to the input."""
+def loss_gradient(
+    logits: LogitFn, x01: tf.Tensor, y: tf.Tensor, training: bool = False, loss: LossFn = binary_loss
+) -> tf.Tensor:
+    """Gradient of the summed per-image ``loss`` (by default the logit's binary cross-entropy) with respect to the
+    input."""
     with tf.GradientTape() as tape:
         tape.watch(x01)
-        per_image = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits(x01, training=training))
-        loss = tf.reduce_sum(per_image)
-    return tape.gradient(loss, x01)
+        total = tf.reduce_sum(loss(y, logits(x01, training=training)))
+    return tape.gradient(total, x01)
 
 
-def fgsm(logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, training: bool = False) -> tf.Tensor:
+def fgsm(
+    logits: LogitFn, x01, y, eps, step, random_start: bool, seed=None, training: bool = False,
+    loss: LossFn = binary_loss,
+) -> tf.Tensor:  # fmt: skip
     """One signed-gradient step of ``step``, projected to the ``eps``-ball and [0, 1].
 
     With ``random_start`` it begins at a uniform point of the ball: the "fast"
     adversarial training of Wong et al. (2020), who use ``step = 1.25 * eps``.
     ``seed`` is a ``keras.random.SeedGenerator`` (or None for TensorFlow's global RNG);
-    ``training`` runs the model as in training (batch statistics), as adversarial training does.
+    ``training`` runs the model as in training (batch statistics), as adversarial training does; ``loss`` is
+    the per-image loss the step ascends (:func:`loss_gradient`).
     """
     noise = _uniform(tf.shape(x01), eps, seed) if random_start else tf.zeros_like(x01)
-    return fgsm_from(logits, x01, y, noise, eps, step, training)
+    return fgsm_from(logits, x01, y, noise, eps, step, training, loss)
 
 
-def fgsm_from(logits: LogitFn, x01, y, start, eps, step, training: bool = False) -> tf.Tensor:
+def fgsm_from(
+    logits: LogitFn, x01, y, start, eps, step, training: bool = False, loss: LossFn = binary_loss
+) -> tf.Tensor:
     """One signed-gradient step of ``step`` from ``x01 + start``, projected to the ``eps``-ball and [0, 1].
 
     :func:`fgsm` starts from noise (or nothing); ATTA (:mod:`cifake.carry`) from the image's last perturbation.
     """
     begin = tf.clip_by_value(x01 + start, 0.0, 1.0)
-    delta = tf.clip_by_value(begin - x01 + step * tf.sign(loss_gradient(logits, begin, y, training)), -eps, eps)
+    delta = tf.clip_by_value(begin - x01 + step * tf.sign(loss_gradient(logits, begin, y, training, loss)), -eps, eps)
     return tf.clip_by_value(x01 + delta, 0.0, 1.0)
 
 
