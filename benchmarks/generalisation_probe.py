@@ -17,8 +17,10 @@ resumes after its last finished epoch):
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
         [--denoiser diff-nearest --strengths 0.1 [--smooth-share 0.2]]
     python benchmarks/generalisation_probe.py linear --name semantic-airbench-b8-held-v2 \\
-        --fakes gan-transpose/sample=6000,gan-nearest/sample=6000             # frozen features, own fakes
-    python benchmarks/generalisation_probe.py joint --name semantic-airbench-b8-held-v2   # scores' joint density
+        --fakes gan-transpose/sample=3000,diff-nearest-12/sample=3000        # frozen features, own fakes
+    python benchmarks/generalisation_probe.py joint --name semantic-airbench-b8-held-v2   # three scores together
+    python benchmarks/generalisation_probe.py joint --name pair-b8-held-v2-generalist \\
+        --members semantic-airbench-b8-held-v2 semantic-generalist
     python benchmarks/generalisation_probe.py pixel --name pixel-w64 --widths 64 --blocks 4 --epochs 6 --batch 64
     python benchmarks/generalisation_probe.py spectrum \\
         --fakes gan-transpose-long/sample=4000,ae-transpose/recon=4000,warp-a3g4/warped=4000

@@ -214,8 +214,8 @@ def rotation_task(net, seed: int):
 def adversarial_task(net, eps: float, seed: int):
     """``net`` (built without its random layers) trained on each batch flipped and shifted as airbench does, then
     moved by one FGSM step with a random start (Wong et al. 2020: step 1.25 ``eps``, on the 0-1 scale) up its
-    classes' softmax cross-entropy (:func:`cifake.attacks.fgsm`): a robust classifier, whose features follow
-    shapes more than textures (Ilyas et al. 2019)."""
+    classes' softmax cross-entropy (:func:`cifake.attacks.fgsm`): a robust classifier, whose features are closer to
+    what people see (Engstrom et al. 2019, robustness as a prior for learned representations)."""
     import keras
     import tensorflow as tf
 
