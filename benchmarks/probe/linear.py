@@ -15,7 +15,8 @@ def cmd_linear(args) -> None:
     frozen, and a logistic regression learns CIFAKE test REAL 4000-9999 against the ``--fakes`` (own generators;
     they are then not scored as held out). ``last`` reads the pooled ``features`` layer, ``all`` every activation
     layer's channel means and maxima (the low-level traces too); ``nn-last`` is their nearest-neighbour variant:
-    the cosine distance to the nearest real image less that to the nearest fake. Rows ``linear-NAME-SOURCES:kind``."""
+    the distance (between unit feature vectors) to the nearest real image less that to the nearest fake. Rows
+    ``linear-NAME-SOURCES:kind``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
