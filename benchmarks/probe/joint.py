@@ -28,7 +28,8 @@ def cmd_joint(args) -> None:
 
     data = cifake(args)
     names = args.members or [args.name]
-    members = [member_normal_scores(args, data, name) for name in names]
+    classes = cifar_classes(args.cifake / "train" / "REAL")
+    members = [member_normal_scores(args, data, classes, name) for name in names]
 
     def z(images):
         return np.mean([member(images) for member in members], axis=0)
@@ -38,7 +39,8 @@ def cmd_joint(args) -> None:
         return GaussianMixture(4, covariance_type="full", random_state=args.seed).fit(z(data["test_REAL"][4000:]))
 
     def contrast_doubt(images):
-        return z(images)[:, 0] + z(images)[:, 1] - z(images)[:, 2]
+        doubt, knn, mahalanobis = z(images).T
+        return doubt + knn - mahalanobis
 
     scores = {
         "density": lambda images: -mixture().score_samples(z(images)),
@@ -53,11 +55,10 @@ def cmd_joint(args) -> None:
     score_kinds(args, data, prefix, scores, lambda kind: describe | {"input": kind}, lambda kind: {}, minutes)
 
 
-def member_normal_scores(args, data, name: str):
-    """images -> (N, 3) normal scores of the :data:`PARTS` of the classifier in folder ``name``, once per image
-    set."""
+def member_normal_scores(args, data, classes: np.ndarray, name: str):
+    """images -> (N, 3) normal scores of the :data:`PARTS` of the classifier in folder ``name`` (``classes``: the
+    train/REAL photographs' CIFAR-10 classes), once per image set."""
     embed = embedding(load_classifier(args.root / name / "classifier.keras"))
-    classes = cifar_classes(args.cifake / "train" / "REAL")
     every = semantic_scores(embed, data) | feature_scores(embed, data["train_REAL"], classes)
     columns = remembered(lambda images: np.stack([every[part](images) for part in PARTS], axis=1))
     normal = normal_scores(lambda: columns(data["test_REAL"][4000:]))
