@@ -11,7 +11,8 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py semantic --name semantic-small --widths 32 64 128 --epochs 10 --lr 3e-3
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
-        [--holdout shipped-val] [--coarse 2] [--mixup 0.4] [--adversarial 2]
+        [--holdout shipped-val] [--coarse 2] [--mixup 0.4] [--adversarial 2] \\
+        [--fine 5 --fine-from semantic-airbench-b8-held-v2]
     python benchmarks/generalisation_probe.py extract --name semantic-generalist   # the shipped generalist's classifier
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
@@ -117,6 +118,10 @@ def main() -> None:
         "--adversarial", type=float, default=0.0, help="semantic airbench: FGSM training's eps in grey levels (0: off)"
     )
     parser.add_argument("--coarse", type=int, default=1, help="semantic airbench: sees k x k block means only")
+    parser.add_argument("--fine", type=int, default=1, help="semantic airbench: k sub-classes of each class")
+    parser.add_argument(
+        "--fine-from", default="", help="semantic --fine: the semantic step whose features are clustered"
+    )
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)
     parser.add_argument("--everyday", type=float, default=0.5)

@@ -4,7 +4,7 @@ of the false alarms, a patch's novelty is its distance to the nearest patch of p
 disagreement is what its members' mean softmax is unsure of beyond each member's own doubt; the classifier
 ``extract`` takes from the shipped generalist is the one whose doubt the file reads; the frozen-feature probe reads
 each hidden layer's channel means and maxima beside the pooled features; the robust classifier trains on images
-moved up its loss."""
+moved up its loss; the sub-class labels split each class by its feature clusters."""
 
 from __future__ import annotations
 
@@ -175,3 +175,30 @@ def test_the_robust_classifier_trains_under_bfloat16():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(history["loss"][0])
+
+
+def test_sub_classes_split_each_class_by_its_feature_clusters():
+    """Two classes, each made of three directions in feature space: each direction becomes one sub-class of its
+    own class (``class * k + cluster``), never shared with another direction or class."""
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    rng = np.random.default_rng(0)
+    directions = np.eye(6)[rng.permutation(6)]
+    which = np.repeat(np.arange(6), 40)
+    features = (directions[which] + rng.normal(0, 0.05, (240, 6))) * rng.uniform(0.5, 3, (240, 1))
+    classes = which // 3
+    fine = classifier.fine_classes(features, classes, 3, seed=0)
+    assert np.array_equal(fine // 3, classes)
+    pairs = {(int(w), int(f)) for w, f in zip(which, fine, strict=True)}
+    assert len(pairs) == 6 and len({f for _, f in pairs}) == 6
+
+
+def test_a_sub_class_classifier_keeps_its_outputs_for_inference():
+    """``for_inference`` rebuilds a 50-output classifier with 50 outputs and the same logits."""
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    net = classifier.airbench_net(widths=(8, 8, 8), augment=False, outputs=50)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    plain = classifier.for_inference(net)
+    assert plain.output.shape[-1] == 50
+    np.testing.assert_allclose(plain(x, training=False), net(x, training=False), atol=1e-5)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, epoch_log, log, save_float32, save_whole
+from .common import ROOT, batched, epoch_log, log, save_float32, save_whole
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -62,6 +62,7 @@ def airbench_net(
     bias_scale: float = 1.0,
     augment: bool = True,
     coarse: int = 1,
+    outputs: int = 10,
 ):
     """airbench94's network (Jordan 2024, KellerJordan/cifar10-airbench) in Keras: a frozen whitening 2x2
     convolution, three groups of convolution, max pooling, batch norm (no scale), activation, convolution, the
@@ -69,7 +70,8 @@ def airbench_net(
     Its layer ``features`` is the pooled last group. With ``bias_scale`` c the batch norms' biases are c times a
     trained variable, which under SGD is airbench's c² times larger learning rate for them at the same decay.
     Without ``augment`` it has no random layers (Keras's random layers augment when called without
-    ``training=False``). With ``coarse`` k it sees each image's k x k block means only (its coarse layout)."""
+    ``training=False``). With ``coarse`` k it sees each image's k x k block means only (its coarse layout).
+    ``outputs``: its number of classes (10, or 10 k with :func:`fine_classes`' k sub-classes of each class)."""
     import keras
 
     def norm(x):
@@ -91,7 +93,7 @@ def airbench_net(
         x = norm(keras.layers.MaxPooling2D()(keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)))
         x = norm(keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x))
     features = keras.layers.Activation("linear", name="features")(keras.layers.GlobalMaxPooling2D()(x))
-    logits = keras.layers.Dense(10, use_bias=False)(features)
+    logits = keras.layers.Dense(outputs, use_bias=False)(features)
     model = keras.Model(inputs, keras.layers.Rescaling(1 / 9, dtype="float32")(logits), name="airbench")
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D) and layer.trainable:  # identity start: an implicit residual
@@ -136,7 +138,10 @@ def for_inference(model):
     widths = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.trainable]
     activation = next(layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation))
     pooling = [layer.pool_size[0] for layer in model.layers if isinstance(layer, keras.layers.AveragePooling2D)]
-    plain = airbench_net(tuple(widths[::2]), activation, augment=False, coarse=pooling[0] if pooling else 1)
+    outputs = model.output.shape[-1]
+    plain = airbench_net(
+        tuple(widths[::2]), activation, augment=False, coarse=pooling[0] if pooling else 1, outputs=outputs
+    )
     source = iter(layer for layer in model.layers if layer.weights)
     for layer in (layer for layer in plain.layers if layer.weights):
         original = next(source)
@@ -247,15 +252,15 @@ def adversarial_task(net, eps: float, seed: int):
 
 
 def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
-    """Cross-entropy on CIFAR-10 photographs (label 0-9, its targets smoothed by ``smoothing``); on outliers
-    (label -1) ``weight`` times the cross-entropy to the uniform distribution over classes (Hendrycks et al. 2019,
-    outlier exposure): be unsure of non-photos."""
+    """Cross-entropy on CIFAR-10 photographs (a class 0-9, or a ``--fine`` sub-class; targets smoothed by
+    ``smoothing``); on outliers (label -1) ``weight`` times the cross-entropy to the uniform distribution over
+    classes (Hendrycks et al. 2019, outlier exposure): be unsure of non-photos."""
     from keras import ops
 
     def loss(y_true, logits):
         y = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         log_p = ops.log_softmax(ops.cast(logits, "float32"))
-        named = -ops.sum(ops.one_hot(ops.maximum(y, 0), 10) * log_p, axis=-1)
+        named = -ops.sum(ops.one_hot(ops.maximum(y, 0), log_p.shape[-1]) * log_p, axis=-1)
         unsure = -ops.mean(log_p, axis=-1)
         return ops.where(y >= 0, (1 - smoothing) * named + smoothing * unsure, weight * unsure)
 
@@ -291,6 +296,13 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     if args.holdout == "shipped-val":
         kept = np.setdiff1d(np.arange(len(real)), shipped_val_reals(args))
         real, classes = real[kept], classes[kept]
+    if args.fine > 1:
+        if args.arch != "airbench" or args.rotation or outliers or args.mixup or args.adversarial:
+            raise SystemExit("--fine is a probe of its own, on --arch airbench")
+        if not args.fine_from:
+            raise SystemExit("--fine needs --fine-from: the semantic step whose features are clustered")
+        teacher = load_classifier(args.root / args.fine_from / "classifier.keras")
+        classes = fine_classes(_pooled(teacher, real), classes, args.fine, args.seed)
     if args.adversarial and (args.arch != "airbench" or args.rotation or outliers or args.mixup):
         raise SystemExit("--adversarial is a probe of its own, on --arch airbench")
     build = _classifier_builder(args, real)
@@ -358,7 +370,32 @@ def _classifier_builder(args, real: np.ndarray):
     k = args.coarse
     sample = real[:5000].reshape(-1, 32 // k, k, 32 // k, k, 3).mean((2, 4))
     whitening = whitening_kernel((sample / 255.0 - CIFAR_MEAN) / CIFAR_STD)
-    return partial(airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale, coarse=k)
+    outputs = 10 * args.fine
+    return partial(
+        airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale, coarse=k, outputs=outputs
+    )
+
+
+def fine_classes(features: np.ndarray, classes: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Each image's sub-class ``class * k + cluster``: k-means (k clusters) of each class's unit-length
+    ``features``. Finer labels than the ten: a classifier that must name finer kinds of object may doubt more
+    where an object is no kind it knows (the coarse classifier, 5 classes, doubted less than the 10-class one)."""
+    from sklearn.cluster import KMeans
+
+    fine = np.empty_like(classes)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    for c in np.unique(classes):
+        members = classes == c
+        clusters = KMeans(k, n_init=4, random_state=seed).fit_predict(unit[members])
+        fine[members] = c * k + clusters
+    return fine
+
+
+def _pooled(model, images: np.ndarray) -> np.ndarray:
+    """A classifier's ``features`` layer (pooled last stage) on ``images``, in batches."""
+    import keras
+
+    return batched(keras.Model(model.input, model.get_layer("features").output), images)[0]
 
 
 def _semantic_optimizer(args, steps: int):

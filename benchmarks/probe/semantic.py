@@ -39,11 +39,14 @@ def cmd_semantic(args) -> None:
     test_y = cifar_classes(args.cifake / "test" / "REAL")
     embed = embedding(model)
     logits, _ = embed(data["test_REAL"][:2000])
-    accuracy = float(np.mean(logits.argmax(1) == test_y[:2000]))
+    fine = logits.shape[1] // 10  # sub-classes per class (--fine)
+    accuracy = float(np.mean(logits.argmax(1) // fine == test_y[:2000]))
     log.info("CIFAR-10 test accuracy %.4f", accuracy)
     scores = semantic_scores(embed, data) | feature_scores(
         embed, data["train_REAL"], cifar_classes(args.cifake / "train" / "REAL")
     )
+    if fine > 1:  # the doubt over the ten classes, each the sum of its sub-classes' softmax
+        scores["doubt-classes"] = lambda images: 1 - softmax(embed(images)[0]).reshape(-1, 10, fine).sum(2).max(1)
     if len(model.outputs) > 1:
         scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
     minutes = trained_minutes(folder)
