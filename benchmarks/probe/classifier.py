@@ -379,7 +379,7 @@ def _classifier_builder(args, real: np.ndarray):
 def fine_classes(features: np.ndarray, classes: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Each image's sub-class ``class * k + cluster``: k-means (k clusters) of each class's unit-length
     ``features``. Finer labels than the ten: a classifier that must name finer kinds of object may doubt more
-    where an object is no kind it knows (the coarse classifier, 5 classes, doubted less than the 10-class one)."""
+    where an object is no kind it knows."""
     from sklearn.cluster import KMeans
 
     fine = np.empty_like(classes)
