@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, batched, epoch_log, log, save_float32, save_whole
+from .common import ROOT, batched, epoch_log, log, remembered, save_float32, save_whole
 
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
@@ -302,7 +302,7 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
         if not args.fine_from:
             raise SystemExit("--fine needs --fine-from: the semantic step whose features are clustered")
         teacher = load_classifier(args.root / args.fine_from / "classifier.keras")
-        classes = fine_classes(_pooled(teacher, real), classes, args.fine, args.seed)
+        classes = fine_classes(embedding(teacher)(real)[1], classes, args.fine, args.seed)
     if args.adversarial and (args.arch != "airbench" or args.rotation or outliers or args.mixup):
         raise SystemExit("--adversarial is a probe of its own, on --arch airbench")
     build = _classifier_builder(args, real)
@@ -391,11 +391,12 @@ def fine_classes(features: np.ndarray, classes: np.ndarray, k: int, seed: int) -
     return fine
 
 
-def _pooled(model, images: np.ndarray) -> np.ndarray:
-    """A classifier's ``features`` layer (pooled last stage) on ``images``, in batches."""
+def embedding(model):
+    """images -> (logits, pooled features) of a ``semantic`` step's classifier, once per image set."""
     import keras
 
-    return batched(keras.Model(model.input, model.get_layer("features").output), images)[0]
+    features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
+    return remembered(lambda images: tuple(batched(features, images)))
 
 
 def _semantic_optimizer(args, steps: int):

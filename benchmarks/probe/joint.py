@@ -6,9 +6,9 @@ from functools import cache
 
 import numpy as np
 
-from .classifier import cifar_classes, load_classifier
+from .classifier import cifar_classes, embedding, load_classifier
 from .common import cifake, joined, remembered, score_kinds, shipped_score, trained_minutes
-from .semantic import embedding, feature_scores, semantic_scores
+from .semantic import feature_scores, semantic_scores
 
 PARTS = ("doubt", "knn-train", "mahalanobis")
 

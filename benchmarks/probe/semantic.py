@@ -6,7 +6,7 @@ from functools import cache, partial
 
 import numpy as np
 
-from .classifier import cifar_classes, load_classifier, train_semantic
+from .classifier import cifar_classes, embedding, load_classifier, train_semantic
 from .common import (
     batched,
     cifake,
@@ -56,14 +56,6 @@ def cmd_semantic(args) -> None:
         return {"fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
 
     score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: outliers, minutes=minutes)
-
-
-def embedding(model):
-    """images -> (logits, pooled features) of a ``semantic`` step's classifier, once per image set."""
-    import keras
-
-    features = keras.Model(model.input, [model.outputs[0], model.get_layer("features").output])
-    return remembered(lambda images: tuple(batched(features, images)))
 
 
 def cmd_stability(args) -> None:
