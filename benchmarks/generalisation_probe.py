@@ -12,7 +12,7 @@ resumes after its last finished epoch):
     python benchmarks/generalisation_probe.py semantic --name semantic-airbench-s0 --arch airbench \\
         --widths 64 256 256 --activation relu --epochs 16 --lr 0.75 --batch 512 --smoothing 0.2 [--bias-scale 8] \\
         [--holdout shipped-val] [--coarse 2] [--mixup 0.4] [--adversarial 2] \\
-        [--fine 5 --fine-from semantic-airbench-b8-held-v2]
+        [--fine 5 --fine-from semantic-airbench-b8-held-v2] [--sd-classes]
     python benchmarks/generalisation_probe.py extract --name semantic-generalist   # the shipped generalist's classifier
     python benchmarks/generalisation_probe.py ensemble --name ensemble-airbench2 \\
         --members semantic-airbench-s0 semantic-airbench-s1 [--pixel pixel-w64] \\
@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--fine", type=int, default=1, help="semantic airbench: k sub-classes of each class")
     parser.add_argument(
         "--fine-from", default="", help="semantic --fine: the semantic step whose features are clustered"
+    )
+    parser.add_argument(
+        "--sd-classes", action="store_true", help="semantic airbench: SD's images join as ten classes of their own"
     )
     parser.add_argument("--oe", type=float, default=0.5, help="semantic: weight of the outlier-exposure loss")
     parser.add_argument("--stem-stride", type=int, default=1)

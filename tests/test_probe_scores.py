@@ -4,10 +4,13 @@ of the false alarms, a patch's novelty is its distance to the nearest patch of p
 disagreement is what its members' mean softmax is unsure of beyond each member's own doubt; the classifier
 ``extract`` takes from the shipped generalist is the one whose doubt the file reads; the frozen-feature probe reads
 each hidden layer's channel means and maxima beside the pooled features; the robust classifier trains on images
-moved up its loss; the sub-class labels split each class by its feature clusters."""
+moved up its loss; the sub-class labels split each class by its feature clusters; Stable Diffusion's images
+join as ten classes of their own, and their side's share of the softmax is read back; GradNorm is the L1 norm of
+the head's gradient."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 
 import numpy as np
@@ -202,3 +205,68 @@ def test_a_sub_class_classifier_keeps_its_outputs_for_inference():
     plain = classifier.for_inference(net)
     assert plain.output.shape[-1] == 50
     np.testing.assert_allclose(plain(x, training=False), net(x, training=False), atol=1e-5)
+
+
+def test_sd_images_join_as_ten_classes_of_their_own(tmp_path):
+    """``--sd-classes``: a photograph of object k is class 2k, Stable Diffusion's image of object k is 2k + 1 (its
+    class read from CIFAKE's file name), and SD's images follow the photographs in the same order as the labels."""
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    fake = tmp_path / "train" / "FAKE"
+    fake.mkdir(parents=True)
+    for name in ("0000.jpg", "0000 (3).jpg", "0001 (10).jpg"):  # objects 0, 2, 9 in file-name order: 2, 0, 9
+        (fake / name).touch()
+    args = argparse.Namespace(
+        cifake=tmp_path, arch="airbench", fine=1, rotation=False, mixup=0.0, adversarial=0.0, holdout="none"
+    )
+    real = np.zeros((2, 32, 32, 3), np.uint8)
+    sd = np.arange(3, dtype=np.uint8)[:, None, None, None] + np.ones((3, 32, 32, 3), np.uint8)
+    x, y = classifier.with_sd_classes(args, real, np.array([4, 7]), sd)
+    assert y.tolist() == [8, 14, 5, 1, 19]
+    assert np.array_equal(x[2:], sd) and len(x) == 5
+
+
+def test_the_sd_side_is_the_softmax_on_sds_outputs(semantic):
+    """``sd-side`` sums the softmax of the odd (SD) outputs; an image whose logits favour SD's outputs scores
+    higher than one that favours the photographs'."""
+    logits = np.zeros((2, 20), np.float32)
+    logits[0, 1::2] = 3.0  # SD's side
+    logits[1, 0::2] = 3.0  # the photographs' side
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    scores = semantic.sd_side_scores(lambda _: (logits, None), lambda im: np.zeros(len(im)), images)
+    side = scores["sd-side"](images)
+    expected = np.exp(3.0) / (np.exp(3.0) + 1)
+    np.testing.assert_allclose(side, [expected, 1 - expected], rtol=1e-5)
+
+
+def test_gradnorm_is_the_head_gradients_l1_norm(semantic):
+    """``gradnorm`` is minus the L1 norm of the gradient, on a bias-free linear head's kernel, of the softmax's
+    cross-entropy to the uniform distribution (Huang et al. 2021), computed here by TensorFlow."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5, 8)).astype(np.float32)
+    kernel = tf.Variable(rng.normal(size=(8, 10)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        logits = tf.matmul(features, kernel)
+        loss = -tf.reduce_sum(tf.nn.log_softmax(logits), axis=1) / 10
+    jacobian = tape.jacobian(loss, kernel).numpy()  # (5, 8, 10): each image's gradient
+    expected = -np.abs(jacobian).sum((1, 2))
+    logits_ = logits.numpy()
+    images = np.zeros((5, 32, 32, 3), np.float32)
+    score = semantic.semantic_scores(lambda _: (logits_, features), {"test_REAL": images})["gradnorm"](images)
+    np.testing.assert_allclose(score, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "given, outliers",
+    [({"rotation": True}, {"sd": 1}), ({"mixup": 0.4, "adversarial": 4.0}, {}), ({"fine": 5, "sd_classes": True}, {}),
+     ({"sd_classes": True}, {"sd": 1}), ({"adversarial": 4.0, "arch": "vgg"}, {}), ({"fine": 5, "fine_from": ""}, {})],
+)  # fmt: skip
+def test_each_training_variant_is_a_probe_of_its_own(given, outliers):
+    """Two variants at once, an airbench variant on another network, or ``--fine`` without its teacher stop the
+    step before it trains; one variant alone passes."""
+    load_benchmark("generalisation_probe")
+    classifier = importlib.import_module("probe.classifier")
+    plain = dict(rotation=False, mixup=0.0, adversarial=0.0, fine=1, fine_from="t", sd_classes=False, arch="airbench")
+    with pytest.raises(SystemExit):
+        classifier.one_probe(argparse.Namespace(**plain | given), outliers)
+    classifier.one_probe(argparse.Namespace(**plain | {"sd_classes": True}), {})

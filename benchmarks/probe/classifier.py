@@ -268,26 +268,35 @@ def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
 
 
 def shipped_val_reals(args) -> np.ndarray:
-    """Indices (into train/REAL in file-name order) of the real photographs the shipped models never trained on:
-    ``preprocess``'s validation split of the full archive (:func:`cifake.dataset.split_indices` with params.yaml's
-    seed and ``preprocess.val_fraction``, over every train image, REAL listed before FAKE)."""
+    """Indices (into train/REAL in file-name order) of the real photographs the shipped models never trained on
+    (:func:`shipped_val_images`)."""
+    return shipped_val_images(args)[0]
+
+
+def shipped_val_images(args) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into train/REAL and into train/FAKE (each in file-name order) of the images the shipped models never
+    trained on: ``preprocess``'s validation split of the full archive (:func:`cifake.dataset.split_indices` with
+    params.yaml's seed and ``preprocess.val_fraction``, over every train image, REAL listed before FAKE)."""
     from cifake.config import load_params
     from cifake.dataset import split_indices
 
     params = load_params(ROOT / "params.yaml")
     counts = [len(list((args.cifake / "train" / cls).iterdir())) for cls in ("REAL", "FAKE")]
     _, val = split_indices(np.repeat([0, 1], counts), val_fraction=params.preprocess.val_fraction, seed=params.seed)
-    return np.sort(val[val < counts[0]])
+    val = np.sort(val)
+    return val[val < counts[0]], val[val >= counts[0]] - counts[0]
 
 
-def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path: Path) -> None:
+def train_semantic(
+    args, real: np.ndarray, outliers: dict[str, np.ndarray], path: Path, sd: np.ndarray | None = None
+) -> None:
     """Train the step's classifier on train/REAL (all, or with ``--holdout shipped-val`` all but
     :func:`shipped_val_reals`) and ``outliers``, and save it in float32 at ``path``; a killed run resumes after its
-    last finished epoch."""
+    last finished epoch. With ``--sd-classes``, train/FAKE (``sd``) joins as ten classes of its own
+    (:func:`with_sd_classes`)."""
     import keras
 
-    if args.rotation and outliers:
-        raise SystemExit("--rotation and --outliers are separate probes: give one")
+    one_probe(args, outliers)
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
     classes = cifar_classes(args.cifake / "train" / "REAL")
@@ -297,14 +306,10 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
         kept = np.setdiff1d(np.arange(len(real)), shipped_val_reals(args))
         real, classes = real[kept], classes[kept]
     if args.fine > 1:
-        if args.arch != "airbench" or args.rotation or outliers or args.mixup or args.adversarial:
-            raise SystemExit("--fine is a probe of its own, on --arch airbench")
-        if not args.fine_from:
-            raise SystemExit("--fine needs --fine-from: the semantic step whose features are clustered")
         teacher = load_classifier(args.root / args.fine_from / "classifier.keras")
         classes = fine_classes(embedding(teacher)(real)[1], classes, args.fine, args.seed)
-    if args.adversarial and (args.arch != "airbench" or args.rotation or outliers or args.mixup):
-        raise SystemExit("--adversarial is a probe of its own, on --arch airbench")
+    if args.sd_classes:
+        real, classes = with_sd_classes(args, real, classes, sd)
     build = _classifier_builder(args, real)
     net = build(augment=False) if args.adversarial else build()
     model = rotation_task(net, args.seed) if args.rotation else net
@@ -316,8 +321,6 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     loss = None if args.rotation else outlier_exposure_loss(args.oe, args.smoothing)
     data = {"x": x, "y": y, "batch_size": args.batch}
     if args.mixup:
-        if args.rotation or outliers:
-            raise SystemExit("--mixup is a probe of its own: without --rotation or --outliers")
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=args.smoothing)
         data = {"x": mixup_batches(x, y, args.batch, args.mixup, args.seed)}
     model.compile(_semantic_optimizer(args, steps), loss=loss)
@@ -325,6 +328,40 @@ def train_semantic(args, real: np.ndarray, outliers: dict[str, np.ndarray], path
     callbacks = [backup, epoch_log(path.parent)]
     model.fit(**data, epochs=args.epochs, callbacks=callbacks, verbose=0)
     save_float32(build, net, path)
+
+
+def one_probe(args, outliers: dict) -> None:
+    """Stop before training unless at most one of the step's training variants is given (each is a probe
+    of its own), those that need airbench's network on ``--arch airbench``, and ``--fine`` with its teacher."""
+    given = {
+        "--rotation": args.rotation,
+        "--outliers": bool(outliers),
+        "--mixup": args.mixup,
+        "--adversarial": args.adversarial,
+        "--fine": args.fine > 1,
+        "--sd-classes": args.sd_classes,
+    }
+    named = [flag for flag, on in given.items() if on]
+    if len(named) > 1:
+        raise SystemExit(f"{' and '.join(named)} are separate probes: give one")
+    if named and named[0] in ("--adversarial", "--fine", "--sd-classes") and args.arch != "airbench":
+        raise SystemExit(f"{named[0]} needs --arch airbench")
+    if args.fine > 1 and not args.fine_from:
+        raise SystemExit("--fine needs --fine-from: the semantic step whose features are clustered")
+
+
+def with_sd_classes(args, real: np.ndarray, classes: np.ndarray, sd: np.ndarray | None):
+    """Photographs and Stable Diffusion's images together, each named by its object and its side: class
+    ``2 * object + 1`` for SD's (CIFAKE names their prompts' classes as it names the photographs'), ``2 * object``
+    for photographs. Twice the objects to learn from; the SD half of the outputs can hold "generated" apart from
+    "unnameable". With ``--holdout shipped-val``, SD's images in ``preprocess``'s validation split stay out too."""
+    if sd is None:
+        raise SystemExit("--sd-classes needs train/FAKE's images")
+    sd_classes = cifar_classes(args.cifake / "train" / "FAKE")
+    if args.holdout == "shipped-val":
+        kept = np.setdiff1d(np.arange(len(sd)), shipped_val_images(args)[1])
+        sd, sd_classes = sd[kept], sd_classes[kept]
+    return np.concatenate([real, sd]), np.r_[2 * classes, 2 * sd_classes + 1]
 
 
 def mixup_batches(x: np.ndarray, y: np.ndarray, batch: int, alpha: float, seed: int):
@@ -370,7 +407,7 @@ def _classifier_builder(args, real: np.ndarray):
     k = args.coarse
     sample = real[:5000].reshape(-1, 32 // k, k, 32 // k, k, 3).mean((2, 4))
     whitening = whitening_kernel((sample / 255.0 - CIFAR_MEAN) / CIFAR_STD)
-    outputs = 10 * args.fine
+    outputs = 10 * args.fine * (2 if args.sd_classes else 1)
     return partial(
         airbench_net, tuple(args.widths), args.activation, whitening, args.bias_scale, coarse=k, outputs=outputs
     )

@@ -28,13 +28,14 @@ def cmd_semantic(args) -> None:
     """A CIFAR-10 classifier trained on CIFAKE train/REAL, scored by :func:`semantic_scores` (its doubt first:
     generators make objects it cannot name, the Inception score's cue per image). With ``--outliers`` (a
     ``--fakes``-style spec) it is also taught to be unsure of those images; with ``--rotation`` it also names
-    each image's quarter turn (:func:`rotation_scores`)."""
+    each image's quarter turn (:func:`rotation_scores`); with ``--sd-classes`` Stable Diffusion's training images
+    are ten classes of their own (:func:`sd_side_scores`)."""
     folder = args.root / args.name
     path = folder / "classifier.keras"
     data = cifake(args)
     outliers = fake_sources(args, args.outliers) if args.outliers else {}
     if not path.exists():
-        train_semantic(args, data["train_REAL"], outliers, path)
+        train_semantic(args, data["train_REAL"], outliers, path, sd=data["train_FAKE"])
     model = load_classifier(path)
     test_y = cifar_classes(args.cifake / "test" / "REAL")
     embed = embedding(model)
@@ -47,12 +48,15 @@ def cmd_semantic(args) -> None:
     )
     if fine > 1:  # the doubt over the ten classes, each the sum of its sub-classes' softmax
         scores["doubt-classes"] = lambda images: 1 - softmax(embed(images)[0]).reshape(-1, 10, fine).sum(2).max(1)
+    if args.sd_classes:
+        scores |= sd_side_scores(embed, scores["doubt-classes"], data["test_REAL"][4000:6000])
     if len(model.outputs) > 1:
         scores |= rotation_scores(model, scores["doubt"], data["test_REAL"][4000:6000])
     minutes = trained_minutes(folder)
 
     def describe(kind: str) -> dict:
         fakes = "CIFAKE test 4000-9999 (REAL vs SD)" if kind == "linear-sd" else "none"
+        fakes = "CIFAKE train/FAKE, ten classes of its own" if args.sd_classes else fakes
         return {"fakes": fakes, "outliers": args.outliers, "input": kind, "cifar10": accuracy}
 
     score_kinds(args, data, folder.name, scores, describe, skip=lambda kind: outliers, minutes=minutes)
@@ -147,6 +151,17 @@ def disagreement(per_member: np.ndarray) -> np.ndarray:
     return entropy(per_member.mean(0)) - entropy(per_member).mean(0)
 
 
+def sd_side_scores(embed, doubt, real: np.ndarray) -> dict:
+    """Scores of a ``--sd-classes`` classifier: the softmax share on Stable Diffusion's side (``sd-side``: a
+    detector of SD in the same network) and that joined with the doubt over the ten objects (:func:`joined` under
+    the ``real`` photographs), as the generalist file joins the shipped detector and a classifier's doubt."""
+
+    def sd_side(images):
+        return softmax(embed(images)[0]).reshape(-1, 10, 2)[:, :, 1].sum(1)
+
+    return {"sd-side": sd_side, "doubt-classes+sd-side": joined((doubt, sd_side), real)}
+
+
 def smoothness_scores(args) -> dict:
     """name -> (score, record fields) for the ``--pixel`` model's code length and the ``--denoiser``'s error at the
     first of ``--strengths``, each negated (smoother is more suspect), for those given."""
@@ -173,10 +188,12 @@ def smoothness_scores(args) -> dict:
 def semantic_scores(embed, data) -> dict:
     """Scores of fakeness from the classifier: its doubt (1 - max softmax), that of its mean softmax over six
     views (:func:`_views`), its largest logit negated (Hendrycks et al. 2022: unlike the softmax, not squeezed by
-    label smoothing), how far its features move under Gaussian noise of 4/255 (1 - their cosine; RIGID, He et
-    al. 2024: generated images sit less stably in a model's feature space), a logistic regression on its
-    features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored), and the distance to the nearest real
-    photographs' features (one-class). Test REAL 0-1999 is scored, 2000-3999 sets the thresholds."""
+    label smoothing), GradNorm negated (Huang et al. 2021: the gradient of the softmax's divergence from uniform
+    on the bias-free head is small away from the training photographs), how far its features move under Gaussian
+    noise of 4/255 (1 - their cosine; RIGID, He et al. 2024: generated images sit less stably in a model's feature
+    space), a logistic regression on its features (CIFAKE test REAL vs SD, images 4000-9999 of each: not scored),
+    and the distance to the nearest real photographs' features (one-class). Test REAL 0-1999 is scored,
+    2000-3999 sets the thresholds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import make_pipeline
@@ -184,6 +201,11 @@ def semantic_scores(embed, data) -> dict:
 
     def doubt(images):
         return 1 - softmax(embed(images)[0]).max(1)
+
+    def gradnorm(images):  # the L1 norm of the head's gradient, f (p - 1/C)^T, is |f|_1 |p - 1/C|_1
+        logits, features = embed(images)
+        p = softmax(logits)
+        return -np.abs(features).sum(1) * np.abs(p - 1 / p.shape[1]).sum(1)
 
     def doubt_views(images):
         p = np.mean([softmax(embed(view)[0]) for view in _views(images)], axis=0)
@@ -210,6 +232,7 @@ def semantic_scores(embed, data) -> dict:
         "doubt": doubt,
         "maxlogit": lambda images: -embed(images)[0].max(1),
         "doubt-views": doubt_views,
+        "gradnorm": gradnorm,
         "noise-cosine": noise_cosine,
         "linear-sd": lambda images: fitted()[0].predict_proba(embed(images)[1])[:, 1],
         "knn-real": knn_real,
