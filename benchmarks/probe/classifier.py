@@ -270,18 +270,19 @@ def outlier_exposure_loss(weight: float, smoothing: float = 0.0):
 def shipped_val_reals(args) -> np.ndarray:
     """Indices (into train/REAL in file-name order) of the real photographs the shipped models never trained on
     (:func:`shipped_val_images`)."""
-    return shipped_val_images(args)[0]
+    return shipped_val_images(args.cifake)[0]
 
 
-def shipped_val_images(args) -> tuple[np.ndarray, np.ndarray]:
+@cache  # drawn once per archive: --sd-classes with --holdout shipped-val holds out both sides of one split
+def shipped_val_images(cifake: Path) -> tuple[np.ndarray, np.ndarray]:
     """Indices into train/REAL and into train/FAKE (each in file-name order) of the images the shipped models never
-    trained on: ``preprocess``'s validation split of the full archive (:func:`cifake.dataset.split_indices` with
-    params.yaml's seed and ``preprocess.val_fraction``, over every train image, REAL listed before FAKE)."""
+    trained on: ``preprocess``'s validation split of the ``cifake`` archive (:func:`cifake.dataset.split_indices`
+    with params.yaml's seed and ``preprocess.val_fraction``, over every train image, REAL listed before FAKE)."""
     from cifake.config import load_params
     from cifake.dataset import split_indices
 
     params = load_params(ROOT / "params.yaml")
-    counts = [len(list((args.cifake / "train" / cls).iterdir())) for cls in ("REAL", "FAKE")]
+    counts = [len(list((cifake / "train" / cls).iterdir())) for cls in ("REAL", "FAKE")]
     _, val = split_indices(np.repeat([0, 1], counts), val_fraction=params.preprocess.val_fraction, seed=params.seed)
     val = np.sort(val)
     return val[val < counts[0]], val[val >= counts[0]] - counts[0]
@@ -359,7 +360,7 @@ def with_sd_classes(args, real: np.ndarray, classes: np.ndarray, sd: np.ndarray 
         raise SystemExit("--sd-classes needs train/FAKE's images")
     sd_classes = cifar_classes(args.cifake / "train" / "FAKE")
     if args.holdout == "shipped-val":
-        kept = np.setdiff1d(np.arange(len(sd)), shipped_val_images(args)[1])
+        kept = np.setdiff1d(np.arange(len(sd)), shipped_val_images(args.cifake)[1])
         sd, sd_classes = sd[kept], sd_classes[kept]
     return np.concatenate([real, sd]), np.r_[2 * classes, 2 * sd_classes + 1]
 

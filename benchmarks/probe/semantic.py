@@ -40,13 +40,13 @@ def cmd_semantic(args) -> None:
     test_y = cifar_classes(args.cifake / "test" / "REAL")
     embed = embedding(model)
     logits, _ = embed(data["test_REAL"][:2000])
-    fine = logits.shape[1] // 10  # sub-classes per class (--fine)
+    fine = logits.shape[1] // 10  # outputs per class (--fine's sub-classes, --sd-classes' two sides)
     accuracy = float(np.mean(logits.argmax(1) // fine == test_y[:2000]))
     log.info("CIFAR-10 test accuracy %.4f", accuracy)
     scores = semantic_scores(embed, data) | feature_scores(
         embed, data["train_REAL"], cifar_classes(args.cifake / "train" / "REAL")
     )
-    if fine > 1:  # the doubt over the ten classes, each the sum of its sub-classes' softmax
+    if fine > 1:  # the doubt over the ten classes, each the sum of its outputs' softmax
         scores["doubt-classes"] = lambda images: 1 - softmax(embed(images)[0]).reshape(-1, 10, fine).sum(2).max(1)
     if args.sd_classes:
         scores |= sd_side_scores(embed, scores["doubt-classes"], data["test_REAL"][4000:6000])
